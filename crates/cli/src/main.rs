@@ -1,0 +1,54 @@
+//! `tessera`: scalable, reproducible analysis of calcium and voltage imaging.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod ingest;
+mod inspect;
+mod progress;
+mod simulate;
+
+/// tessera: scalable, reproducible analysis of calcium and voltage imaging recordings.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a multi-page TIFF/BigTIFF or a folder of TIFF frames into a Zarr v3 recording.
+    Ingest(ingest::Args),
+    /// Describe a recording: shape, dtype, chunks, codecs, metadata and quick statistics.
+    Inspect(inspect::Args),
+    /// Generate a simulated recording with ground truth.
+    Simulate(simulate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Ingest(a) => ingest::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Simulate(a) => simulate::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

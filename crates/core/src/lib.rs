@@ -1,0 +1,17 @@
+//! tessera-core: the shared vocabulary of tessera.
+//!
+//! Recording geometry ([`Shape3`], [`Box3`]), element types ([`Dtype`]), the metadata a recording
+//! carries ([`RecordingMeta`]) and ground-truth region types ([`Region`]). This crate does no I/O and
+//! knows nothing of async, storage or transport: every other crate may depend on it.
+
+mod dtype;
+mod error;
+mod geometry;
+mod meta;
+mod region;
+
+pub use dtype::Dtype;
+pub use error::CoreError;
+pub use geometry::{Box3, Shape3};
+pub use meta::{RecordingMeta, META_ATTRIBUTE};
+pub use region::{Region, centroid, regions_from_json, regions_to_json};

@@ -1,0 +1,156 @@
+//! Opening a store by location: filesystem, in-process memory, S3, GCS or HTTP, all behind zarrs'
+//! synchronous storage traits.
+//!
+//! Local files use zarrs' own filesystem store (no async runtime in the way). Object stores go through
+//! `object_store` and zarrs' async-to-sync adapter on a private tokio runtime, so callers stay
+//! synchronous. Such calls must not be made from inside an async context: async callers run them in
+//! `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use object_store::ObjectStore;
+use object_store::prefix::PrefixStore;
+use zarrs::storage::storage_adapter::async_to_sync::{AsyncToSyncBlockOn, AsyncToSyncStorageAdapter};
+use zarrs::storage::store::MemoryStore;
+use zarrs::storage::{
+    Bytes, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, WritableStorageTraits,
+};
+use zarrs_object_store::AsyncObjectStore;
+
+use crate::{IoError, Location};
+
+/// A store opened at a location.
+#[derive(Clone)]
+pub struct Store {
+    location: Location,
+    storage: ReadableWritableListableStorage,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("location", &self.location).finish()
+    }
+}
+
+#[derive(Debug)]
+struct TokioBlockOn(tokio::runtime::Runtime);
+
+impl AsyncToSyncBlockOn for TokioBlockOn {
+    fn block_on<F: core::future::Future>(&self, future: F) -> F::Output {
+        self.0.block_on(future)
+    }
+}
+
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<MemoryStore>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<MemoryStore>>>> = OnceLock::new();
+    STORES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl Store {
+    /// Opens (or, for a filesystem location being created, prepares) the store at `location`.
+    /// Filesystem stores are created lazily: nothing is written until something is stored.
+    pub fn open(location: &Location) -> Result<Store, IoError> {
+        let fail = |reason: String| IoError::Store {
+            location: location.to_string(),
+            reason,
+        };
+        let storage: ReadableWritableListableStorage = match location {
+            Location::File(path) => Arc::new(
+                zarrs::filesystem::FilesystemStore::new(path).map_err(|e| fail(e.to_string()))?,
+            ),
+            Location::Memory(name) => {
+                let mut stores = memory_stores()
+                    .lock()
+                    .map_err(|_| fail("memory store registry poisoned".into()))?;
+                stores
+                    .entry(name.clone())
+                    .or_insert_with(|| Arc::new(MemoryStore::new()))
+                    .clone()
+            }
+            Location::S3 { bucket, prefix } => {
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
+                object_store_adapter(Arc::new(s3), prefix).map_err(fail)?
+            }
+            Location::Gcs { bucket, prefix } => {
+                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
+                object_store_adapter(Arc::new(gcs), prefix).map_err(fail)?
+            }
+            Location::Http(url) => {
+                let http = object_store::http::HttpBuilder::new()
+                    .with_url(url)
+                    .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+                    .build()
+                    .map_err(|e| fail(e.to_string()))?;
+                object_store_adapter(Arc::new(http), "").map_err(fail)?
+            }
+        };
+        Ok(Store {
+            location: location.clone(),
+            storage,
+        })
+    }
+
+    /// The location this store was opened at.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The zarrs storage handle.
+    pub fn storage(&self) -> &ReadableWritableListableStorage {
+        &self.storage
+    }
+
+    /// Reads a raw key (e.g. a JSON sidecar such as `ground_truth/regions.json`); `None` if absent.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, IoError> {
+        let k = StoreKey::new(key).map_err(|e| IoError::Invalid(e.to_string()))?;
+        self.storage.get(&k).map_err(|e| IoError::Store {
+            location: self.location.to_string(),
+            reason: format!("reading '{key}': {e}"),
+        })
+    }
+
+    /// Writes a raw key.
+    pub fn set(&self, key: &str, value: Vec<u8>) -> Result<(), IoError> {
+        if !self.location.is_writable() {
+            return Err(IoError::ReadOnly {
+                location: self.location.to_string(),
+            });
+        }
+        let k = StoreKey::new(key).map_err(|e| IoError::Invalid(e.to_string()))?;
+        self.storage
+            .set(&k, Bytes::from(value))
+            .map_err(|e| IoError::Write {
+                location: self.location.to_string(),
+                what: format!("'{key}'"),
+                reason: e.to_string(),
+            })
+    }
+}
+
+fn object_store_adapter(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+) -> Result<ReadableWritableListableStorage, String> {
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+    let async_store = Arc::new(AsyncObjectStore::new(store));
+    Ok(Arc::new(AsyncToSyncStorageAdapter::new(
+        async_store,
+        TokioBlockOn(rt),
+    )))
+}

@@ -1,0 +1,16 @@
+//! tessera-kernels: the numerics of tessera, as plain functions and types over ndarray.
+//!
+//! Arrays in, arrays out: this crate never touches storage, async runtimes or the network, so every
+//! kernel can be tested against a slow reference and run anywhere (a worker, a test, a notebook).
+//! Parallelism is data-parallel through rayon.
+//!
+//! - [`sim`]: the ground-truth simulator;
+//! - [`stats`]: summary images and per-pixel noise that add up across time chunks;
+//! - [`rng`]: the value-stable random streams the simulator draws from.
+
+mod error;
+pub mod rng;
+pub mod sim;
+pub mod stats;
+
+pub use error::KernelError;

@@ -1,0 +1,332 @@
+//! Summary statistics of a movie that add up across time chunks, and per-pixel noise.
+//!
+//! [`SummaryStats`] holds per-pixel sufficient statistics (count, sum, sum of squares, min, max,
+//! saturated count) for a block of frames; two blocks combine with [`SummaryStats::merge`], so a
+//! recording can be summarised chunk by chunk, in any order, by any number of workers, with the
+//! same result up to floating-point reassociation (sums are accumulated in f64).
+//!
+//! [`noise_fft`] estimates the noise standard deviation of a trace from the high-frequency half of its
+//! power spectrum, following CaImAn's `get_noise_fft` (Pnevmatikakis et al. 2016): calcium signals
+//! live at low frequencies, so the power between 0.25 and 0.5 cycles/frame is (nearly) all noise.
+
+use std::sync::Arc;
+
+use ndarray::{Array2, ArrayView3, Axis, Zip};
+use rayon::prelude::*;
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
+
+use crate::KernelError;
+
+/// Per-pixel sufficient statistics over a set of frames.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryStats {
+    pub frames: u64,
+    pub sum: Array2<f64>,
+    pub sum_sq: Array2<f64>,
+    pub min: Array2<f32>,
+    pub max: Array2<f32>,
+    /// Number of samples at or above the saturation level, per pixel.
+    pub saturated: Array2<u64>,
+}
+
+impl SummaryStats {
+    /// Statistics of `movie` (t, y, x); samples `>= saturation` count as saturated.
+    pub fn from_movie(movie: ArrayView3<f32>, saturation: Option<f32>) -> SummaryStats {
+        let (t, h, w) = movie.dim();
+        let mut s = SummaryStats::empty(h, w);
+        s.frames = t as u64;
+        let sat = saturation.unwrap_or(f32::INFINITY);
+        for frame in movie.axis_iter(Axis(0)) {
+            Zip::from(&mut s.sum)
+                .and(&mut s.sum_sq)
+                .and(&mut s.min)
+                .and(&mut s.max)
+                .and(&mut s.saturated)
+                .and(&frame)
+                .for_each(|sum, sq, mn, mx, st, &v| {
+                    let x = f64::from(v);
+                    *sum += x;
+                    *sq += x * x;
+                    *mn = mn.min(v);
+                    *mx = mx.max(v);
+                    if v >= sat {
+                        *st += 1;
+                    }
+                });
+        }
+        s
+    }
+
+    /// Statistics of zero frames (the identity of [`SummaryStats::merge`]).
+    pub fn empty(height: usize, width: usize) -> SummaryStats {
+        SummaryStats {
+            frames: 0,
+            sum: Array2::zeros((height, width)),
+            sum_sq: Array2::zeros((height, width)),
+            min: Array2::from_elem((height, width), f32::INFINITY),
+            max: Array2::from_elem((height, width), f32::NEG_INFINITY),
+            saturated: Array2::zeros((height, width)),
+        }
+    }
+
+    /// Combines statistics of two disjoint sets of frames of the same field.
+    pub fn merge(mut self, other: &SummaryStats) -> Result<SummaryStats, KernelError> {
+        if self.sum.dim() != other.sum.dim() {
+            return Err(KernelError::Shape(format!(
+                "cannot merge statistics of fields {:?} and {:?}",
+                self.sum.dim(),
+                other.sum.dim()
+            )));
+        }
+        self.frames += other.frames;
+        self.sum += &other.sum;
+        self.sum_sq += &other.sum_sq;
+        Zip::from(&mut self.min).and(&other.min).for_each(|a, &b| *a = a.min(b));
+        Zip::from(&mut self.max).and(&other.max).for_each(|a, &b| *a = a.max(b));
+        self.saturated += &other.saturated;
+        Ok(self)
+    }
+
+    /// Mean image `sum / n`.
+    pub fn mean(&self) -> Array2<f32> {
+        let n = self.frames.max(1) as f64;
+        self.sum.mapv(|s| (s / n) as f32)
+    }
+
+    /// Per-pixel standard deviation over time (population, `sqrt(E[x^2] - E[x]^2)`).
+    pub fn std(&self) -> Array2<f32> {
+        let n = self.frames.max(1) as f64;
+        Zip::from(&self.sum)
+            .and(&self.sum_sq)
+            .map_collect(|&s, &q| ((q / n - (s / n).powi(2)).max(0.0)).sqrt() as f32)
+    }
+
+    /// Fraction of all samples at or above the saturation level.
+    pub fn saturated_fraction(&self) -> f64 {
+        let total = self.frames as f64 * self.sum.len() as f64;
+        if total == 0.0 {
+            return 0.0;
+        }
+        self.saturated.iter().sum::<u64>() as f64 / total
+    }
+}
+
+/// How [`noise_fft`] averages the power spectral density over the noise band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PsdAverage {
+    /// `sqrt(mean(psd / 2))`: unbiased for white noise (tessera's default).
+    #[default]
+    Mean,
+    /// `sqrt(median(psd / 2))`: robust to narrow-band peaks; biased low by `sqrt(ln 2)` for
+    /// white noise.
+    Median,
+    /// `sqrt(exp(mean(log(psd / 2))))`: CaImAn's default; biased low by `exp(-gamma / 2) = 0.749`
+    /// for white noise (the mean of the log of an exponential variable is `log(mean) - gamma`).
+    LogMeanExp,
+}
+
+/// Noise standard deviation of `trace` from its power spectrum over `(0.25, 0.5]` cycles/sample:
+///
+/// ```text
+/// psd_k = 2 / T * |sum_t y_t e^{-2 pi i k t / T}|^2  for k / T in (0.25, 0.5]
+/// sigma = sqrt(average_k(psd_k / 2))
+/// ```
+///
+/// For white noise of variance `s^2`, `E[psd_k / 2] = s^2`. Traces longer than 3072 samples are
+/// reduced, as in CaImAn, to three 1024-sample segments (start, middle, end). Returns 0 for traces
+/// shorter than 8 samples.
+pub fn noise_fft(trace: &[f32], average: PsdAverage) -> f64 {
+    NoiseEstimator::new(trace.len()).estimate(trace, average)
+}
+
+/// A reusable [`noise_fft`] for many traces of one length (one FFT plan).
+#[derive(Clone)]
+pub struct NoiseEstimator {
+    len: usize,
+    fft: Option<Arc<dyn Fft<f64>>>,
+}
+
+impl std::fmt::Debug for NoiseEstimator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseEstimator").field("len", &self.len).finish()
+    }
+}
+
+const MAX_FFT_SAMPLES: usize = 3072;
+
+impl NoiseEstimator {
+    /// Plans the FFT for traces of `len` samples.
+    pub fn new(len: usize) -> NoiseEstimator {
+        let n = len.min(MAX_FFT_SAMPLES);
+        let fft = (n >= 8).then(|| FftPlanner::new().plan_fft_forward(n));
+        NoiseEstimator { len, fft }
+    }
+
+    /// The estimate for one trace of the planned length (see [`noise_fft`]).
+    pub fn estimate(&self, trace: &[f32], average: PsdAverage) -> f64 {
+        let Some(fft) = &self.fft else { return 0.0 };
+        if trace.len() != self.len {
+            return NoiseEstimator::new(trace.len()).estimate(trace, average);
+        }
+        let mut buf: Vec<Complex<f64>> = subsample(trace)
+            .map(|v| Complex::new(f64::from(v), 0.0))
+            .collect();
+        let n = buf.len();
+        fft.process(&mut buf);
+        let mut half_psd: Vec<f64> = (0..=n / 2)
+            .filter(|&k| {
+                let f = k as f64 / n as f64;
+                f > 0.25 && f <= 0.5
+            })
+            .map(|k| buf[k].norm_sqr() / n as f64) // (2 / T |X|^2) / 2
+            .collect();
+        average_psd(&mut half_psd, average)
+    }
+}
+
+fn subsample(trace: &[f32]) -> impl Iterator<Item = f32> + '_ {
+    let t = trace.len();
+    let (a, b, c): (&[f32], &[f32], &[f32]) = if t > MAX_FFT_SAMPLES {
+        let third = MAX_FFT_SAMPLES / 3;
+        let mid = t / 2 - third / 2;
+        (&trace[1..third + 1], &trace[mid..mid + third], &trace[t - third..])
+    } else {
+        (trace, &[], &[])
+    };
+    a.iter().chain(b).chain(c).copied()
+}
+
+fn average_psd(half_psd: &mut [f64], average: PsdAverage) -> f64 {
+    if half_psd.is_empty() {
+        return 0.0;
+    }
+    let n = half_psd.len() as f64;
+    let v = match average {
+        PsdAverage::Mean => half_psd.iter().sum::<f64>() / n,
+        PsdAverage::Median => {
+            half_psd.sort_by(f64::total_cmp);
+            half_psd[half_psd.len() / 2]
+        }
+        PsdAverage::LogMeanExp => (half_psd.iter().map(|p| (p + 1e-10).ln()).sum::<f64>() / n).exp(),
+    };
+    v.sqrt()
+}
+
+/// Per-pixel noise image of a movie (t, y, x), parallel over rows.
+pub fn noise_image(movie: ArrayView3<f32>, average: PsdAverage) -> Array2<f32> {
+    let (t, h, w) = movie.dim();
+    let est = NoiseEstimator::new(t);
+    let rows: Vec<Vec<f32>> = (0..h)
+        .into_par_iter()
+        .map(|y| {
+            let mut trace = vec![0.0f32; t];
+            (0..w)
+                .map(|x| {
+                    for (dst, &v) in trace.iter_mut().zip(movie.slice(ndarray::s![.., y, x])) {
+                        *dst = v;
+                    }
+                    est.estimate(&trace, average) as f32
+                })
+                .collect()
+        })
+        .collect();
+    Array2::from_shape_fn((h, w), |(y, x)| rows[y][x])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use ndarray::Array3;
+
+    /// Slow reference: the DFT written out, same band and averaging.
+    fn noise_reference(trace: &[f32]) -> f64 {
+        let y: Vec<f64> = subsample(trace).map(f64::from).collect();
+        let n = y.len();
+        let mut acc = Vec::new();
+        for k in 0..=n / 2 {
+            let f = k as f64 / n as f64;
+            if !(f > 0.25 && f <= 0.5) {
+                continue;
+            }
+            let (mut re, mut im) = (0.0, 0.0);
+            for (t, v) in y.iter().enumerate() {
+                let ph = -2.0 * std::f64::consts::PI * (k * t) as f64 / n as f64;
+                re += v * ph.cos();
+                im += v * ph.sin();
+            }
+            acc.push((re * re + im * im) / n as f64);
+        }
+        (acc.iter().sum::<f64>() / acc.len() as f64).sqrt()
+    }
+
+    fn noisy_trace(len: usize, sigma: f64, seed: u64) -> Vec<f32> {
+        let mut r = Rng::new(seed, 0);
+        (0..len)
+            .map(|t| (100.0 + 20.0 * (t as f64 / 50.0).sin() + sigma * r.normal()) as f32)
+            .collect()
+    }
+
+    #[test]
+    fn fft_matches_the_reference_dft() {
+        for len in [97, 512, 5000] {
+            let tr = noisy_trace(len, 2.0, len as u64);
+            let fast = noise_fft(&tr, PsdAverage::Mean);
+            let slow = noise_reference(&tr);
+            assert!((fast - slow).abs() < 1e-6 * slow, "{len}: {fast} vs {slow}");
+        }
+    }
+
+    #[test]
+    fn recovers_white_noise_sigma_under_slow_signal() {
+        let tr = noisy_trace(3000, 3.0, 5);
+        let mean = noise_fft(&tr, PsdAverage::Mean);
+        assert!((mean / 3.0 - 1.0).abs() < 0.05, "mean {mean}");
+        let lme = noise_fft(&tr, PsdAverage::LogMeanExp);
+        let expected = 3.0 * (-0.5772156649f64 / 2.0).exp();
+        assert!((lme / expected - 1.0).abs() < 0.06, "logmexp {lme} vs {expected}");
+        assert_eq!(noise_fft(&tr[..4], PsdAverage::Mean), 0.0);
+    }
+
+    #[test]
+    fn summary_stats_merge_equals_whole() {
+        let mut r = Rng::new(3, 0);
+        let movie = Array3::from_shape_fn((20, 5, 6), |_| r.range(0.0, 100.0) as f32);
+        let whole = SummaryStats::from_movie(movie.view(), Some(95.0));
+        let a = SummaryStats::from_movie(movie.slice(ndarray::s![..7, .., ..]), Some(95.0));
+        let b = SummaryStats::from_movie(movie.slice(ndarray::s![7.., .., ..]), Some(95.0));
+        let merged = SummaryStats::empty(5, 6).merge(&b).unwrap().merge(&a).unwrap();
+        assert_eq!(merged.frames, 20);
+        assert_eq!(merged.min, whole.min);
+        assert_eq!(merged.max, whole.max);
+        assert_eq!(merged.saturated, whole.saturated);
+        for (x, y) in merged.sum.iter().zip(&whole.sum) {
+            assert!((x - y).abs() < 1e-9);
+        }
+        let expected_sat = movie.iter().filter(|&&v| v >= 95.0).count() as f64 / 600.0;
+        assert!((whole.saturated_fraction() - expected_sat).abs() < 1e-12);
+        let m = whole.mean();
+        let direct = movie.mean_axis(Axis(0)).unwrap();
+        for (x, y) in m.iter().zip(&direct) {
+            assert!((x - y).abs() < 1e-3);
+        }
+        assert!(SummaryStats::empty(2, 2).merge(&whole).is_err());
+    }
+
+    #[test]
+    fn noise_image_matches_per_pixel_estimates() {
+        let mut r = Rng::new(9, 0);
+        let movie = Array3::from_shape_fn((256, 3, 4), |(_, y, _)| {
+            (10.0 + (y as f64 + 1.0) * r.normal()) as f32
+        });
+        let img = noise_image(movie.view(), PsdAverage::Mean);
+        for y in 0..3 {
+            for x in 0..4 {
+                let tr: Vec<f32> = movie.slice(ndarray::s![.., y, x]).to_vec();
+                assert_eq!(img[[y, x]], noise_fft(&tr, PsdAverage::Mean) as f32);
+                assert!((f64::from(img[[y, x]]) / (y as f64 + 1.0) - 1.0).abs() < 0.25);
+            }
+        }
+    }
+}

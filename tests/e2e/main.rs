@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `tessera` binary, real files, and the real Python reference
+//! implementations (zarr, tifffile) on the other side.
+
+mod architecture;
+mod bad_input;
+mod common;
+mod ingest;
+mod interop;
+mod simulate;
