@@ -12,13 +12,22 @@ fn closures() -> HashMap<String, BTreeSet<String>> {
         .current_dir(super::common::repo_root())
         .output()
         .expect("cargo metadata");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: HashMap<String, String> = meta["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["id"].as_str().unwrap().to_string(), p["name"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["name"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let mut edges: HashMap<String, Vec<String>> = HashMap::new();
     for node in meta["resolve"]["nodes"].as_array().unwrap() {
@@ -27,7 +36,13 @@ fn closures() -> HashMap<String, BTreeSet<String>> {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
+            .filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].is_null())
+            })
             .map(|d| d["pkg"].as_str().unwrap().to_string())
             .collect();
         edges.insert(id, deps);
@@ -55,21 +70,53 @@ fn crate_dependency_rules_hold() {
     let forbid = |krate: &str, banned: &[&str]| {
         let Some(deps) = all.get(krate) else { return };
         for b in banned {
-            assert!(!deps.contains(*b), "{krate} must not depend (even indirectly) on {b}");
+            assert!(
+                !deps.contains(*b),
+                "{krate} must not depend (even indirectly) on {b}"
+            );
         }
     };
     // core: no I/O, no async, no other tessera crate.
     forbid(
         "tessera-core",
-        &["tokio", "tonic", "prost", "zarrs", "object_store", "ndarray", "tessera-kernels", "tessera-io"],
+        &[
+            "tokio",
+            "tonic",
+            "prost",
+            "zarrs",
+            "object_store",
+            "ndarray",
+            "tessera-kernels",
+            "tessera-io",
+        ],
     );
     // kernels: arrays in, arrays out.
-    forbid("tessera-kernels", &["tokio", "tonic", "prost", "zarrs", "object_store", "tessera-io"]);
+    forbid(
+        "tessera-kernels",
+        &[
+            "tokio",
+            "tonic",
+            "prost",
+            "zarrs",
+            "object_store",
+            "tessera-io",
+        ],
+    );
     // io and kernels do not know each other; io has no RPC.
     forbid("tessera-io", &["tessera-kernels", "tonic", "prost"]);
     // The coordinator never touches pixels; workers never parse YAML (once these crates exist).
-    forbid("tessera-coordinator", &["tessera-kernels", "tessera-io", "zarrs"]);
+    forbid(
+        "tessera-coordinator",
+        &["tessera-kernels", "tessera-io", "zarrs"],
+    );
     forbid("tessera-worker", &["tessera-workflow", "serde-saphyr"]);
-    forbid("tessera-workflow", &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"]);
-    assert!(all.contains_key("tessera-cli"), "workspace packages: {:?}", all.keys());
+    forbid(
+        "tessera-workflow",
+        &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"],
+    );
+    assert!(
+        all.contains_key("tessera-cli"),
+        "workspace packages: {:?}",
+        all.keys()
+    );
 }

@@ -10,7 +10,10 @@ pub fn tessera() -> Command {
 
 /// Runs `tessera` with `args`, returning its output (whatever the exit status).
 pub fn run(args: &[&str]) -> Output {
-    tessera().args(args).output().expect("failed to start tessera")
+    tessera()
+        .args(args)
+        .output()
+        .expect("failed to start tessera")
 }
 
 /// Runs `tessera` and asserts success, returning stdout.
@@ -41,7 +44,10 @@ pub fn fails(args: &[&str]) -> String {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// `../shared/data` beside the repository.
@@ -69,5 +75,8 @@ pub fn python(script: &str, args: &[&str]) -> String {
 /// Reads a little-endian raw file of u16 values.
 pub fn read_raw_u16(path: &Path) -> Vec<u16> {
     let bytes = std::fs::read(path).expect("raw file");
-    bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    bytes
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }

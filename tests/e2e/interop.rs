@@ -10,9 +10,18 @@ use crate::common::{ok, python, read_raw_u16};
 fn raw_as_f32(path: &Path, dtype: Dtype) -> Vec<f32> {
     let b = std::fs::read(path).unwrap();
     match dtype {
-        Dtype::Uint16 => b.chunks_exact(2).map(|c| f32::from(u16::from_le_bytes([c[0], c[1]]))).collect(),
-        Dtype::Int16 => b.chunks_exact(2).map(|c| f32::from(i16::from_le_bytes([c[0], c[1]]))).collect(),
-        Dtype::Float32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::Uint16 => b
+            .chunks_exact(2)
+            .map(|c| f32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        Dtype::Int16 => b
+            .chunks_exact(2)
+            .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        Dtype::Float32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         other => panic!("fixture dtype {other} not handled"),
     }
 }
@@ -22,13 +31,15 @@ fn arrays_written_by_zarr_python_read_back_identically() {
     let dir = tempfile::tempdir().unwrap();
     python("write_zarr_fixtures.py", &[dir.path().to_str().unwrap()]);
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("manifest.json")).unwrap())
+            .unwrap();
     let cases = manifest.as_object().unwrap();
     assert_eq!(cases.len(), 6);
     for (case, info) in cases {
         let store = dir.path().join(format!("{case}.zarr"));
         let array = info["array"].as_str();
-        let rec = Recording::open(store.to_str().unwrap(), array).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let rec = Recording::open(store.to_str().unwrap(), array)
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
         let dtype = Dtype::parse(info["dtype"].as_str().unwrap()).unwrap();
         assert_eq!(rec.dtype(), dtype, "{case}");
         let shape = rec.shape();
@@ -36,19 +47,38 @@ fn arrays_written_by_zarr_python_read_back_identically() {
         let want = raw_as_f32(&dir.path().join(format!("{case}.raw")), dtype);
         // The whole array, then unaligned boxes, must equal the values Python wrote.
         let all = rec.read_box_f32(&shape.full_box()).unwrap();
-        assert_eq!(all.as_slice().unwrap(), &want[..], "{case}: whole array differs");
-        for (t, y, x) in [(3..30, 7..41, 5..44), (36..37, 0..50, 44..45), (0..9, 15..17, 0..45)] {
+        assert_eq!(
+            all.as_slice().unwrap(),
+            &want[..],
+            "{case}: whole array differs"
+        );
+        for (t, y, x) in [
+            (3..30, 7..41, 5..44),
+            (36..37, 0..50, 44..45),
+            (0..9, 15..17, 0..45),
+        ] {
             let b = Box3::within(&shape, t.clone(), y.clone(), x.clone()).unwrap();
             let got = rec.read_box_f32(&b).unwrap();
             for ((i, j, k), v) in got.indexed_iter() {
-                let (ti, yi, xi) = (t.start as usize + i, y.start as usize + j, x.start as usize + k);
-                assert_eq!(*v, want[(ti * 50 + yi) * 45 + xi], "{case}: box {b} at {i},{j},{k}");
+                let (ti, yi, xi) = (
+                    t.start as usize + i,
+                    y.start as usize + j,
+                    x.start as usize + k,
+                );
+                assert_eq!(
+                    *v,
+                    want[(ti * 50 + yi) * 45 + xi],
+                    "{case}: box {b} at {i},{j},{k}"
+                );
             }
         }
         // The native type reads too (no float conversion in the way).
         if dtype == Dtype::Int16 {
             let native = rec.read_box_as::<i16>(&shape.full_box()).unwrap();
-            assert_eq!(native.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), want);
+            assert_eq!(
+                native.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(),
+                want
+            );
         }
         // Python's codecs are reported by name.
         let codecs = rec.codecs().join(" ");
@@ -76,27 +106,50 @@ fn recordings_written_by_tessera_read_identically_in_zarr_python() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sim.zarr");
     let out_s = out.to_str().unwrap();
-    ok(&["simulate", "--preset", "base", "--frames", "70", "--height", "40", "--width", "48", "--seed", "3", "--chunks", "32,32,32", "--out", out_s]);
+    ok(&[
+        "simulate", "--preset", "base", "--frames", "70", "--height", "64", "--width", "48",
+        "--seed", "3", "--chunks", "32,32,32", "--out", out_s,
+    ]);
     // tessera's own reading, dumped raw, is what Python must see.
     let rec = Recording::open(out_s, None).unwrap();
     assert_eq!(rec.array_path(), "/movie");
     let movie = rec.read_box_as::<u16>(&rec.shape().full_box()).unwrap();
     let raw = dir.path().join("movie.raw");
-    std::fs::write(&raw, movie.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
-    assert_eq!(read_raw_u16(&raw).len(), 70 * 40 * 48);
-    python("read_tessera_output.py", &["recording", out_s, "movie", raw.to_str().unwrap(), "uint16"]);
+    std::fs::write(
+        &raw,
+        movie
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    assert_eq!(read_raw_u16(&raw).len(), 70 * 64 * 48);
+    python(
+        "read_tessera_output.py",
+        &["recording", out_s, "movie", raw.to_str().unwrap(), "uint16"],
+    );
     let summary: serde_json::Value =
         serde_json::from_str(&python("read_tessera_output.py", &["simulation", out_s])).unwrap();
     let sum: u64 = movie.iter().map(|&v| u64::from(v)).sum();
     assert_eq!(summary["movie_sum"].as_u64().unwrap(), sum);
-    assert_eq!(summary["movie_shape"], serde_json::json!([70, 40, 48]));
+    assert_eq!(summary["movie_shape"], serde_json::json!([70, 64, 48]));
     let cells = summary["fluorescence_shape"][0].as_u64().unwrap();
     assert!(cells > 0);
     assert_eq!(summary["fluorescence_shape"][1], 70);
     assert_eq!(summary["max_cell"].as_u64().unwrap() + 1, cells);
     assert_eq!(summary["attrs"]["tessera"]["kind"], "simulation");
     // No zarrs-internal attribute leaks into what Python sees.
-    assert!(std::fs::read_to_string(out.join("movie/zarr.json")).unwrap().contains("\"status\": \"complete\"")
-        || std::fs::read_to_string(out.join("movie/zarr.json")).unwrap().contains("\"status\":\"complete\""));
-    assert!(!std::fs::read_to_string(out.join("movie/zarr.json")).unwrap().contains("_zarrs"));
+    assert!(
+        std::fs::read_to_string(out.join("movie/zarr.json"))
+            .unwrap()
+            .contains("\"status\": \"complete\"")
+            || std::fs::read_to_string(out.join("movie/zarr.json"))
+                .unwrap()
+                .contains("\"status\":\"complete\"")
+    );
+    assert!(
+        !std::fs::read_to_string(out.join("movie/zarr.json"))
+            .unwrap()
+            .contains("_zarrs")
+    );
 }

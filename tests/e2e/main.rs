@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `tessera` binary, real files, and the real Python reference
 //! implementations (zarr, tifffile) on the other side.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod architecture;
 mod bad_input;
 mod common;

@@ -16,10 +16,28 @@ fn same_seed_same_movie_whatever_the_chunking() {
     let a = dir.path().join("a.zarr");
     let b = dir.path().join("b.zarr");
     let c = dir.path().join("c.zarr");
-    let common = ["simulate", "--frames", "50", "--height", "48", "--width", "40", "--seed", "9"];
+    let common = [
+        "simulate", "--frames", "50", "--height", "48", "--width", "40", "--seed", "9",
+    ];
     ok(&[&common[..], &["--out", a.to_str().unwrap()]].concat());
-    ok(&[&common[..], &["--out", b.to_str().unwrap(), "--chunks", "7,16,9"]].concat());
-    ok(&["simulate", "--frames", "50", "--height", "48", "--width", "40", "--seed", "10", "--out", c.to_str().unwrap()]);
+    ok(&[
+        &common[..],
+        &["--out", b.to_str().unwrap(), "--chunks", "7,16,9"],
+    ]
+    .concat());
+    ok(&[
+        "simulate",
+        "--frames",
+        "50",
+        "--height",
+        "48",
+        "--width",
+        "40",
+        "--seed",
+        "10",
+        "--out",
+        c.to_str().unwrap(),
+    ]);
     let (ma, mb, mc) = (movie(&a), movie(&b), movie(&c));
     assert_eq!(ma, mb, "chunking changed the pixels");
     assert_ne!(ma, mc, "a different seed gave the same movie");
@@ -31,20 +49,48 @@ fn same_seed_same_movie_whatever_the_chunking() {
 #[test]
 fn every_preset_writes_a_readable_recording_with_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
-    for preset in ["base", "low-snr", "dense", "small-cells", "large-motion", "fast", "endoscope"] {
+    for preset in [
+        "base",
+        "low-snr",
+        "dense",
+        "small-cells",
+        "large-motion",
+        "fast",
+        "endoscope",
+    ] {
         let out = dir.path().join(format!("{preset}.zarr"));
-        ok(&["simulate", "--preset", preset, "--frames", "40", "--height", "64", "--width", "64", "--out", out.to_str().unwrap()]);
+        ok(&[
+            "simulate",
+            "--preset",
+            preset,
+            "--frames",
+            "40",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         let rec = Recording::open(out.to_str().unwrap(), None).unwrap();
         assert_eq!(rec.shape().to_array(), [40, 64, 64]);
         let meta = rec.meta();
         assert!(meta.frame_rate_hz.unwrap() > 0.0 && meta.pixel_size_um.unwrap() > 0.0);
-        let regions = regions_from_json(&std::fs::read_to_string(out.join("ground_truth/regions.json")).unwrap()).unwrap();
-        let cells: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("ground_truth/cells.json")).unwrap()).unwrap();
+        let regions = regions_from_json(
+            &std::fs::read_to_string(out.join("ground_truth/regions.json")).unwrap(),
+        )
+        .unwrap();
+        let cells: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("ground_truth/cells.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(regions.len(), cells.as_array().unwrap().len(), "{preset}");
         assert!(!regions.is_empty(), "{preset}: no cells");
         for r in &regions {
-            assert!(r.coordinates.iter().all(|p| p[0] < 64 && p[1] < 64), "{preset}: region outside the field");
+            assert!(
+                r.coordinates.iter().all(|p| p[0] < 64 && p[1] < 64),
+                "{preset}: region outside the field"
+            );
         }
     }
 }
@@ -53,18 +99,40 @@ fn every_preset_writes_a_readable_recording_with_ground_truth() {
 fn inspect_reports_metadata_and_plausible_noise() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("s.zarr");
-    ok(&["simulate", "--frames", "200", "--height", "64", "--width", "64", "--motion-px", "0", "--out", out.to_str().unwrap()]);
-    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", out.to_str().unwrap(), "--json"])).unwrap();
+    ok(&[
+        "simulate",
+        "--frames",
+        "200",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--motion-px",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", out.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(v["zarr_format"], 3);
     assert_eq!(v["dtype"], "uint16");
     assert_eq!(v["metadata"]["frame_rate_hz"], 30.0);
     assert_eq!(v["metadata"]["indicator"], "GCaMP6s");
-    assert!(v["codecs"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().starts_with("zstd")));
+    assert!(
+        v["codecs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("zstd"))
+    );
     // Noise floor: read noise 20 ADU and shot noise of >= ~6 photons x 20 ADU/photon give
     // sqrt(20^2 + 20^2 * 6) ~ 53 ADU at the dimmest pixels; nothing plausible exceeds 1000.
     let noise = v["stats"]["noise_median"].as_f64().unwrap();
     assert!((40.0..1000.0).contains(&noise), "noise {noise}");
     assert_eq!(v["stats"]["saturation_fraction"], 0.0);
     let text = ok(&["inspect", out.to_str().unwrap()]);
-    assert!(text.contains("frame rate  30 Hz") && text.contains("noise"), "{text}");
+    assert!(
+        text.contains("frame rate  30 Hz") && text.contains("noise"),
+        "{text}"
+    );
 }

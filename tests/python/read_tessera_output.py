@@ -45,7 +45,7 @@ elif mode == "simulation":
         "spikes_sum": int(gt["spikes"][:].astype(np.uint64).sum()),
         "motion_shape": list(gt["motion"].shape),
         "footprint_nnz": int(fp["pixel"].shape[0]),
-        "max_cell": int(fp["cell"][:].max()),
+        "max_cell": int(fp["cell"][:].max()) if fp["cell"].shape[0] else -1,
         "attrs": dict(g.attrs),
     }))
 else:

@@ -51,7 +51,7 @@ record("v2_blosc", movie_u16, None)
 # v2 + zlib, nested in a group at "acq/raw".
 g = zarr.open_group(out / "v2_zlib.zarr", mode="w", zarr_format=2)
 a = g.create_array("acq/raw", shape=shape, chunks=(16, 25, 15), dtype="uint16",
-                   compressors=numcodecs.Zlib(level=4), zarr_format=2)
+                   compressors=numcodecs.Zlib(level=4))
 a[:] = movie_u16
 record("v2_zlib", movie_u16, "acq/raw")
 

@@ -64,7 +64,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let b = bar.get_or_insert_with(|| crate::progress::frames(total, "ingest"));
         b.set_position(done);
     })
-    .with_context(|| format!("failed to ingest {} into {}", args.source.display(), args.out))?;
+    .with_context(|| {
+        format!(
+            "failed to ingest {} into {}",
+            args.source.display(),
+            args.out
+        )
+    })?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -83,8 +89,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let m = &report.meta;
     println!(
         "frame rate: {}, pixel size: {}",
-        m.frame_rate_hz.map(|r| format!("{r} Hz")).unwrap_or_else(|| "unknown (pass --frame-rate)".into()),
-        m.pixel_size_um.map(|p| format!("{p} um")).unwrap_or_else(|| "unknown (pass --pixel-size)".into()),
+        m.frame_rate_hz
+            .map(|r| format!("{r} Hz"))
+            .unwrap_or_else(|| "unknown (pass --frame-rate)".into()),
+        m.pixel_size_um
+            .map(|p| format!("{p} um"))
+            .unwrap_or_else(|| "unknown (pass --pixel-size)".into()),
     );
     Ok(())
 }

@@ -62,7 +62,13 @@ fn quantiles(values: &mut [f32]) -> Quantiles {
         let i = ((values.len() - 1) as f64 * p).round() as usize;
         f64::from(values[i])
     };
-    Quantiles { min: q(0.0), p01: q(0.01), median: q(0.5), p99: q(0.99), max: q(1.0) }
+    Quantiles {
+        min: q(0.0),
+        p01: q(0.01),
+        median: q(0.5),
+        p99: q(0.99),
+        max: q(1.0),
+    }
 }
 
 /// Up to four contiguous blocks of frames, spread over the movie and aligned to chunk starts.
@@ -101,15 +107,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let movie = rec
             .read_box_f32(&b)
             .with_context(|| format!("failed to read frames {t0}..{t1} of {}", args.uri))?;
-        summary = summary.merge(&SummaryStats::from_movie(movie.view(), saturation.map(|s| s as f32)))?;
+        summary = summary.merge(&SummaryStats::from_movie(
+            movie.view(),
+            saturation.map(|s| s as f32),
+        ))?;
         if t1 - t0 >= 16 {
             noise_sum += &noise_image(movie.view(), PsdAverage::Mean);
             noise_blocks += 1;
         }
     }
     let mut mean: Vec<f32> = summary.mean().into_iter().collect();
-    let mut noise: Vec<f32> = noise_sum.mapv(|v| v / noise_blocks.max(1) as f32).into_iter().collect();
-    let noise_median = if noise_blocks > 0 { quantiles(&mut noise).median } else { f64::NAN };
+    let mut noise: Vec<f32> = noise_sum
+        .mapv(|v| v / noise_blocks.max(1) as f32)
+        .into_iter()
+        .collect();
+    let noise_median = if noise_blocks > 0 {
+        quantiles(&mut noise).median
+    } else {
+        f64::NAN
+    };
     let report = Report {
         location: rec.store().location().to_string(),
         array: rec.array_path().to_string(),
@@ -137,14 +153,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let m = &report.metadata;
     let s = &report.stats;
-    println!("recording   {} (array {}, zarr v{})", report.location, report.array, report.zarr_format);
-    println!("shape       t={} y={} x={}  ({})", shape.t, shape.y, shape.x, report.dtype);
+    println!(
+        "recording   {} (array {}, zarr v{})",
+        report.location, report.array, report.zarr_format
+    );
+    println!(
+        "shape       t={} y={} x={}  ({})",
+        shape.t, shape.y, shape.x, report.dtype
+    );
     match report.subchunks {
-        Some(sc) => println!("chunks      {:?} (shards), inner chunks {:?}", report.chunks, sc),
+        Some(sc) => println!(
+            "chunks      {:?} (shards), inner chunks {:?}",
+            report.chunks, sc
+        ),
         None => println!("chunks      {:?}", report.chunks),
     }
     println!("codecs      {}", report.codecs.join(" -> "));
-    let opt = |v: Option<f64>, unit: &str| v.map(|x| format!("{x} {unit}")).unwrap_or_else(|| "unknown".into());
+    let opt = |v: Option<f64>, unit: &str| {
+        v.map(|x| format!("{x} {unit}"))
+            .unwrap_or_else(|| "unknown".into())
+    };
     println!("frame rate  {}", opt(m.frame_rate_hz, "Hz"));
     println!("pixel size  {}", opt(m.pixel_size_um, "um"));
     if let Some(i) = &m.indicator {
@@ -155,13 +183,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "mean image  min {:.1}  p1 {:.1}  median {:.1}  p99 {:.1}  max {:.1}   ({} frames sampled)",
-        s.mean_image.min, s.mean_image.p01, s.mean_image.median, s.mean_image.p99, s.mean_image.max, s.frames_sampled
+        s.mean_image.min,
+        s.mean_image.p01,
+        s.mean_image.median,
+        s.mean_image.p99,
+        s.mean_image.max,
+        s.frames_sampled
     );
     match s.saturation_level {
-        Some(l) => println!("saturation  {:.4}% of samples at {l}", 100.0 * s.saturation_fraction),
+        Some(l) => println!(
+            "saturation  {:.4}% of samples at {l}",
+            100.0 * s.saturation_fraction
+        ),
         None => println!("saturation  n/a (float data)"),
     }
-    println!("noise       {:.2} (median per-pixel sd, {})", s.noise_median, s.noise_method);
+    println!(
+        "noise       {:.2} (median per-pixel sd, {})",
+        s.noise_median, s.noise_method
+    );
     Ok(())
 }
 

@@ -18,7 +18,9 @@ use ndarray::Array1;
 use serde_json::{Value, json};
 use tessera_core::{RecordingMeta, Region, Shape3, regions_to_json};
 use tessera_io::{Output, RecordingWriter, WriteOptions};
-use tessera_kernels::sim::{GroundTruth, Indicator, PRESETS, REGION_THRESHOLD, SimConfig, Simulation};
+use tessera_kernels::sim::{
+    GroundTruth, Indicator, PRESETS, REGION_THRESHOLD, SimConfig, Simulation,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -129,12 +131,16 @@ fn resolve_config(args: &Args) -> anyhow::Result<SimConfig> {
             let Some((key, raw)) = s.split_once('=') else {
                 bail!("--set expects NAME=VALUE, got '{s}'");
             };
-            let parsed: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+            let parsed: Value =
+                serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
             let mut target = &mut value;
             let parts: Vec<&str> = key.split('.').collect();
             for (i, part) in parts.iter().enumerate() {
                 let Some(obj) = target.as_object_mut() else {
-                    bail!("--set {key}: '{}' is not a group of settings", parts[..i].join("."));
+                    bail!(
+                        "--set {key}: '{}' is not a group of settings",
+                        parts[..i].join(".")
+                    );
                 };
                 if i + 1 == parts.len() {
                     if !obj.contains_key(*part) {
@@ -161,7 +167,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let c = SimConfig::preset(p)?;
             println!(
                 "{p:<13} {} at {} Hz, {} um px, soma radius {} um, {} cells/mm^2, {} photons, motion {} px",
-                c.indicator.name, c.frame_rate_hz, c.pixel_size_um, c.soma_radius_um, c.cell_density_per_mm2, c.cell_photons, c.motion_rms_px
+                c.indicator.name,
+                c.frame_rate_hz,
+                c.pixel_size_um,
+                c.soma_radius_um,
+                c.cell_density_per_mm2,
+                c.cell_photons,
+                c.motion_rms_px
             );
         }
         return Ok(());
@@ -171,20 +183,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
     }
-    let Some(out) = args.out.as_deref() else { bail!("--out is required") };
+    let Some(out) = args.out.as_deref() else {
+        bail!("--out is required")
+    };
     let started = std::time::Instant::now();
     let sim = Simulation::new(config.clone())?;
     let (t, h, w) = sim.shape();
     let shape = Shape3::new(t as u64, h as u64, w as u64)?;
-    let output = Output::create(out, args.overwrite).with_context(|| format!("cannot write simulation to {out}"))?;
+    let output = Output::create(out, args.overwrite)
+        .with_context(|| format!("cannot write simulation to {out}"))?;
     let meta = RecordingMeta {
         frame_rate_hz: Some(config.frame_rate_hz),
         pixel_size_um: Some(config.pixel_size_um),
         indicator: Some(config.indicator.name.clone()),
-        source: Some(format!("tessera simulate --preset {} --seed {}", config.preset, config.seed)),
+        source: Some(format!(
+            "tessera simulate --preset {} --seed {}",
+            config.preset, config.seed
+        )),
         acquisition: serde_json::Map::new(),
     };
-    let options = WriteOptions { chunks: args.chunks, overwrite: args.overwrite, meta, ..WriteOptions::default() };
+    let options = WriteOptions {
+        chunks: args.chunks,
+        overwrite: args.overwrite,
+        meta,
+        ..WriteOptions::default()
+    };
     let mut root = serde_json::Map::new();
     root.insert(
         "tessera".into(),
@@ -198,14 +221,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     while start < t {
         let end = (start + block).min(t);
         let frames = sim.render(start, end);
-        writer.append(frames.view()).with_context(|| format!("failed to write frames {start}..{end} to {out}"))?;
+        writer
+            .append(frames.view())
+            .with_context(|| format!("failed to write frames {start}..{end} to {out}"))?;
         bar.set_position(end as u64);
         start = end;
     }
     writer.finish()?;
     bar.finish_and_clear();
     let gt = sim.ground_truth();
-    write_ground_truth(&output, &gt, &config, w).with_context(|| format!("failed to write ground truth to {out}"))?;
+    write_ground_truth(&output, &gt, &config, w)
+        .with_context(|| format!("failed to write ground truth to {out}"))?;
     let location = output.finish()?;
     let active = gt.cells.iter().filter(|c| c.active).count();
     let spikes: u64 = gt.spikes.iter().map(|&s| u64::from(s)).sum();
@@ -219,17 +245,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_ground_truth(output: &Output, gt: &GroundTruth, config: &SimConfig, width: usize) -> anyhow::Result<()> {
+fn write_ground_truth(
+    output: &Output,
+    gt: &GroundTruth,
+    config: &SimConfig,
+    width: usize,
+) -> anyhow::Result<()> {
     let mut attrs = serde_json::Map::new();
     attrs.insert(
         "description".into(),
-        "ground truth of a tessera simulation: traces are per cell (rows match cells.json ids)".into(),
+        "ground truth of a tessera simulation: traces are per cell (rows match cells.json ids)"
+            .into(),
     );
     output.write_group_at("ground_truth", attrs)?;
     let no_attrs = serde_json::Map::new;
-    output.write_array("ground_truth/fluorescence", &gt.fluorescence.clone().into_dyn(), &["cell", "t"], no_attrs())?;
-    output.write_array("ground_truth/dff", &gt.dff.clone().into_dyn(), &["cell", "t"], no_attrs())?;
-    output.write_array("ground_truth/spikes", &gt.spikes.clone().into_dyn(), &["cell", "t"], no_attrs())?;
+    output.write_array(
+        "ground_truth/fluorescence",
+        &gt.fluorescence.clone().into_dyn(),
+        &["cell", "t"],
+        no_attrs(),
+    )?;
+    output.write_array(
+        "ground_truth/dff",
+        &gt.dff.clone().into_dyn(),
+        &["cell", "t"],
+        no_attrs(),
+    )?;
+    output.write_array(
+        "ground_truth/spikes",
+        &gt.spikes.clone().into_dyn(),
+        &["cell", "t"],
+        no_attrs(),
+    )?;
     output.write_array("ground_truth/motion", &gt.motion.clone().into_dyn(), &["t", "axis"], {
         let mut a = serde_json::Map::new();
         a.insert(
@@ -251,9 +298,24 @@ fn write_ground_truth(output: &Output, gt: &GroundTruth, config: &SimConfig, wid
         pixel.extend_from_slice(&c.footprint.pixels);
         weight.extend_from_slice(&c.footprint.weights);
     }
-    output.write_array("ground_truth/footprints/cell", &Array1::from(cell).into_dyn(), &["nnz"], no_attrs())?;
-    output.write_array("ground_truth/footprints/pixel", &Array1::from(pixel).into_dyn(), &["nnz"], no_attrs())?;
-    output.write_array("ground_truth/footprints/weight", &Array1::from(weight).into_dyn(), &["nnz"], no_attrs())?;
+    output.write_array(
+        "ground_truth/footprints/cell",
+        &Array1::from(cell).into_dyn(),
+        &["nnz"],
+        no_attrs(),
+    )?;
+    output.write_array(
+        "ground_truth/footprints/pixel",
+        &Array1::from(pixel).into_dyn(),
+        &["nnz"],
+        no_attrs(),
+    )?;
+    output.write_array(
+        "ground_truth/footprints/weight",
+        &Array1::from(weight).into_dyn(),
+        &["nnz"],
+        no_attrs(),
+    )?;
     let regions: Vec<Region> = gt
         .cells
         .iter()
@@ -268,7 +330,10 @@ fn write_ground_truth(output: &Output, gt: &GroundTruth, config: &SimConfig, wid
                 .collect(),
         })
         .collect();
-    output.write_file("ground_truth/regions.json", regions_to_json(&regions).into_bytes())?;
+    output.write_file(
+        "ground_truth/regions.json",
+        regions_to_json(&regions).into_bytes(),
+    )?;
     let cells: Vec<Value> = gt
         .cells
         .iter()
@@ -280,7 +345,13 @@ fn write_ground_truth(output: &Output, gt: &GroundTruth, config: &SimConfig, wid
             })
         })
         .collect();
-    output.write_file("ground_truth/cells.json", serde_json::to_vec_pretty(&cells)?)?;
-    output.write_file("ground_truth/config.json", serde_json::to_vec_pretty(config)?)?;
+    output.write_file(
+        "ground_truth/cells.json",
+        serde_json::to_vec_pretty(&cells)?,
+    )?;
+    output.write_file(
+        "ground_truth/config.json",
+        serde_json::to_vec_pretty(config)?,
+    )?;
     Ok(())
 }

@@ -10,7 +10,9 @@ pub enum CoreError {
     #[error("shape {0} has a zero-length dimension")]
     EmptyShape(String),
     /// A data type name that tessera cannot process.
-    #[error("unsupported dtype '{0}' (expected one of uint8, uint16, uint32, uint64, int8, int16, int32, int64, float32, float64)")]
+    #[error(
+        "unsupported dtype '{0}' (expected one of uint8, uint16, uint32, uint64, int8, int16, int32, int64, float32, float64)"
+    )]
     UnsupportedDtype(String),
     /// Ground-truth regions that do not parse as neurofinder JSON.
     #[error("invalid regions JSON: {0}")]

@@ -13,5 +13,5 @@ mod region;
 pub use dtype::Dtype;
 pub use error::CoreError;
 pub use geometry::{Box3, Shape3};
-pub use meta::{RecordingMeta, META_ATTRIBUTE};
+pub use meta::{META_ATTRIBUTE, RecordingMeta};
 pub use region::{Region, centroid, regions_from_json, regions_to_json};

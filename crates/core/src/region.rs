@@ -25,10 +25,9 @@ pub fn centroid(region: &Region) -> Option<(f64, f64)> {
         return None;
     }
     let n = region.coordinates.len() as f64;
-    let (sr, sc) = region
-        .coordinates
-        .iter()
-        .fold((0.0, 0.0), |(r, c), p| (r + f64::from(p[0]), c + f64::from(p[1])));
+    let (sr, sc) = region.coordinates.iter().fold((0.0, 0.0), |(r, c), p| {
+        (r + f64::from(p[0]), c + f64::from(p[1]))
+    });
     Some((sr / n, sc / n))
 }
 

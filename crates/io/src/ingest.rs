@@ -98,7 +98,13 @@ pub fn ingest_tiff(
         Dtype::Float64 => copy_frames::<f64>(&src, &output, &write, progress)?,
     }
     let location = output.finish()?;
-    Ok(IngestReport { location, shape: src.shape(), dtype: src.dtype(), meta, files: src.file_count() })
+    Ok(IngestReport {
+        location,
+        shape: src.shape(),
+        dtype: src.dtype(),
+        meta,
+        files: src.file_count(),
+    })
 }
 
 fn copy_frames<T: FromDecoded>(
@@ -117,12 +123,18 @@ fn copy_frames<T: FromDecoded>(
     for frame in src.frames() {
         let pixels = T::take(frame?).ok_or_else(|| IoError::Tiff {
             path: src.path().to_path_buf(),
-            reason: format!("frame {done}: sample type differs from the first page ({})", src.dtype()),
+            reason: format!(
+                "frame {done}: sample type differs from the first page ({})",
+                src.dtype()
+            ),
         })?;
         if pixels.len() != frame_len {
             return Err(IoError::Tiff {
                 path: src.path().to_path_buf(),
-                reason: format!("frame {done}: {} pixels decoded, expected {frame_len}", pixels.len()),
+                reason: format!(
+                    "frame {done}: {} pixels decoded, expected {frame_len}",
+                    pixels.len()
+                ),
             });
         }
         buf.extend_from_slice(&pixels);

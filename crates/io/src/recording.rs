@@ -2,7 +2,7 @@
 
 use ndarray::{Array3, Ix3};
 use serde_json::Value;
-use tessera_core::{Box3, Dtype, RecordingMeta, Shape3, META_ATTRIBUTE};
+use tessera_core::{Box3, Dtype, META_ATTRIBUTE, RecordingMeta, Shape3};
 use zarrs::array::{Array, ArraySubset, ElementOwned};
 use zarrs::metadata::ArrayMetadata;
 use zarrs::node::{NodePath, meta_key_v2_array, meta_key_v2_group, meta_key_v3};
@@ -45,7 +45,8 @@ enum NodeKind {
 }
 
 fn node_kind(store: &Store, path: &str) -> Result<Option<NodeKind>, IoError> {
-    let np = NodePath::new(path).map_err(|e| IoError::Invalid(format!("array path '{path}': {e}")))?;
+    let np =
+        NodePath::new(path).map_err(|e| IoError::Invalid(format!("array path '{path}': {e}")))?;
     let s = store.storage();
     let get = |key: zarrs::storage::StoreKey| {
         s.get(&key).map_err(|e| IoError::Store {
@@ -77,7 +78,11 @@ fn node_kind(store: &Store, path: &str) -> Result<Option<NodeKind>, IoError> {
 
 fn normalise_path(path: &str) -> String {
     let p = path.trim_matches('/');
-    if p.is_empty() { "/".to_string() } else { format!("/{p}") }
+    if p.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{p}")
+    }
 }
 
 impl Recording {
@@ -85,13 +90,16 @@ impl Recording {
     /// root is used if it is an array, else the first of [`DEFAULT_ARRAY_PATHS`] that exists.
     pub fn open(uri: &str, array_path: Option<&str>) -> Result<Recording, IoError> {
         let location = Location::parse(uri)?;
-        if let Location::File(p) = &location {
-            if !p.exists() {
-                return Err(IoError::File {
-                    path: p.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
-                });
-            }
+        if let Location::File(p) = &location
+            && !p.exists()
+        {
+            return Err(IoError::File {
+                path: p.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or directory",
+                ),
+            });
         }
         let store = Store::open(&location)?;
         Recording::open_in(store, array_path)
@@ -106,9 +114,18 @@ impl Recording {
                 match node_kind(&store, &p)? {
                     Some(NodeKind::Array) => p,
                     Some(NodeKind::Group) => {
-                        return Err(IoError::IsGroup { location: loc, path: p, hint: String::new() });
+                        return Err(IoError::IsGroup {
+                            location: loc,
+                            path: p,
+                            hint: String::new(),
+                        });
                     }
-                    None => return Err(IoError::NotZarr { location: loc, path: p }),
+                    None => {
+                        return Err(IoError::NotZarr {
+                            location: loc,
+                            path: p,
+                        });
+                    }
                 }
             }
             None => match node_kind(&store, "/")? {
@@ -131,7 +148,12 @@ impl Recording {
                         ),
                     })?
                 }
-                None => return Err(IoError::NotZarr { location: loc, path: "/".into() }),
+                None => {
+                    return Err(IoError::NotZarr {
+                        location: loc,
+                        path: "/".into(),
+                    });
+                }
             },
         };
         let read_err = |what: &str, reason: String| IoError::Read {
@@ -144,7 +166,11 @@ impl Recording {
             .map_err(|e| read_err("metadata", e.to_string()))?;
         let ndim = array.dimensionality();
         if ndim != 3 {
-            return Err(IoError::NotThreeD { location: loc, path, ndim });
+            return Err(IoError::NotThreeD {
+                location: loc,
+                path,
+                ndim,
+            });
         }
         let dtype_name = array
             .data_type()
@@ -160,17 +186,28 @@ impl Recording {
         let shape = Shape3::new(s[0], s[1], s[2]).map_err(IoError::Core)?;
         let mut meta = RecordingMeta::default();
         if let Some(attr) = array.attributes().get(META_ATTRIBUTE) {
-            if let Some(status) = attr.get("status").and_then(Value::as_str) {
-                if status != STATUS_COMPLETE {
-                    return Err(IoError::Incomplete { location: loc, path, status: status.to_string() });
-                }
+            if let Some(status) = attr.get("status").and_then(Value::as_str)
+                && status != STATUS_COMPLETE
+            {
+                return Err(IoError::Incomplete {
+                    location: loc,
+                    path,
+                    status: status.to_string(),
+                });
             }
             if let Some(m) = attr.get("recording") {
                 meta = serde_json::from_value(m.clone())
                     .map_err(|e| read_err("tessera metadata attribute", e.to_string()))?;
             }
         }
-        Ok(Recording { store, path, array, shape, dtype, meta })
+        Ok(Recording {
+            store,
+            path,
+            array,
+            shape,
+            dtype,
+            meta,
+        })
     }
 
     /// The store holding the recording.
@@ -222,14 +259,18 @@ impl Recording {
     /// Inner chunk shape of a sharded array.
     pub fn subchunks(&self) -> Option<[u64; 3]> {
         use zarrs::array::ArrayShardedExt;
-        self.array.subchunk_shape().map(|c| [c[0].get(), c[1].get(), c[2].get()])
+        self.array
+            .subchunk_shape()
+            .map(|c| [c[0].get(), c[1].get(), c[2].get()])
     }
 
     /// The codec chain as names with their configuration, e.g. `bytes`, `zstd(level=3)`,
     /// `sharding_indexed[...]` (v3) or `blosc(cname=lz4, clevel=5)` (v2 compressor and filters).
     pub fn codecs(&self) -> Vec<String> {
         fn describe(name: &str, config: Option<&serde_json::Map<String, Value>>) -> String {
-            let Some(cfg) = config.filter(|c| !c.is_empty()) else { return name.to_string() };
+            let Some(cfg) = config.filter(|c| !c.is_empty()) else {
+                return name.to_string();
+            };
             let parts: Vec<String> = cfg
                 .iter()
                 .map(|(k, v)| match v {
@@ -276,7 +317,10 @@ impl Recording {
         let b = Box3::within(&self.shape, b.t.clone(), b.y.clone(), b.x.clone())?;
         let ranges = b.ranges();
         let subset = ArraySubset::new_with_ranges(&ranges);
-        match self.array.retrieve_array_subset::<ndarray::ArrayD<T>>(&subset) {
+        match self
+            .array
+            .retrieve_array_subset::<ndarray::ArrayD<T>>(&subset)
+        {
             Ok(a) => a.into_dimensionality::<Ix3>().map_err(|e| IoError::Read {
                 location: self.store.location().to_string(),
                 path: self.path.clone(),

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::ObjectStore;
 use object_store::prefix::PrefixStore;
-use zarrs::storage::storage_adapter::async_to_sync::{AsyncToSyncBlockOn, AsyncToSyncStorageAdapter};
+use zarrs::storage::storage_adapter::async_to_sync::{
+    AsyncToSyncBlockOn, AsyncToSyncStorageAdapter,
+};
 use zarrs::storage::store::MemoryStore;
 use zarrs::storage::{
     Bytes, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, WritableStorageTraits,
@@ -29,7 +31,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("location", &self.location).finish()
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish()
     }
 }
 

@@ -23,11 +23,17 @@ pub struct TiffSource {
 }
 
 fn tiff_err(path: &Path, reason: impl std::fmt::Display) -> IoError {
-    IoError::Tiff { path: path.to_path_buf(), reason: reason.to_string() }
+    IoError::Tiff {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
 }
 
 fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, IoError> {
-    let f = File::open(path).map_err(|source| IoError::File { path: path.to_path_buf(), source })?;
+    let f = File::open(path).map_err(|source| IoError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Decoder::new(BufReader::new(f))
         .map(|d| d.with_limits(Limits::unlimited()))
         .map_err(|e| tiff_err(path, format!("not a readable TIFF: {e}")))
@@ -38,11 +44,16 @@ fn count_pages(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<usize,
     let mut n = 0usize;
     let mut ptr = dec.ifd_pointer();
     while let Some(p) = ptr {
-        let dir = dec.read_directory(p).map_err(|e| tiff_err(path, format!("page {n}: {e}")))?;
+        let dir = dec
+            .read_directory(p)
+            .map_err(|e| tiff_err(path, format!("page {n}: {e}")))?;
         n += 1;
         ptr = dir.next();
         if n > 50_000_000 {
-            return Err(tiff_err(path, "page chain does not end (cycle in IFD offsets)"));
+            return Err(tiff_err(
+                path,
+                "page chain does not end (cycle in IFD offsets)",
+            ));
         }
     }
     Ok(n)
@@ -60,7 +71,10 @@ fn page_geometry(
     if colortype.num_samples() != 1 {
         return Err(tiff_err(
             path,
-            format!("page {page}: {colortype:?} has {} samples per pixel; a recording needs grayscale pages", colortype.num_samples()),
+            format!(
+                "page {page}: {colortype:?} has {} samples per pixel; a recording needs grayscale pages",
+                colortype.num_samples()
+            ),
         ));
     }
     let layout = dec.image_buffer_layout().map_err(at)?;
@@ -77,7 +91,10 @@ fn page_geometry(
         Some(S::F32) => Dtype::Float32,
         Some(S::F64) => Dtype::Float64,
         other => {
-            return Err(tiff_err(path, format!("page {page}: unsupported sample type {other:?}")));
+            return Err(tiff_err(
+                path,
+                format!("page {page}: unsupported sample type {other:?}"),
+            ));
         }
     };
     Ok((w, h, dtype))
@@ -88,16 +105,24 @@ impl TiffSource {
     /// frames) in name order. Checks that it holds at least one page; page geometry is checked
     /// against the first page as frames are read.
     pub fn open(path: &Path) -> Result<TiffSource, IoError> {
-        let meta = std::fs::metadata(path).map_err(|source| IoError::File { path: path.to_path_buf(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| IoError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let paths: Vec<PathBuf> = if meta.is_dir() {
             let mut v: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|source| IoError::File { path: path.to_path_buf(), source })?
+                .map_err(|source| IoError::File {
+                    path: path.to_path_buf(),
+                    source,
+                })?
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
                     p.is_file()
                         && p.extension()
-                            .map(|e| e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff"))
+                            .map(|e| {
+                                e.eq_ignore_ascii_case("tif") || e.eq_ignore_ascii_case("tiff")
+                            })
                             .unwrap_or(false)
                 })
                 .collect();
@@ -115,7 +140,11 @@ impl TiffSource {
         let mut files = Vec::with_capacity(paths.len());
         let mut total = 0usize;
         for (i, p) in paths.into_iter().enumerate() {
-            let n = if i == 0 { count_pages(&mut dec, &p)? } else { count_pages(&mut open_decoder(&p)?, &p)? };
+            let n = if i == 0 {
+                count_pages(&mut dec, &p)?
+            } else {
+                count_pages(&mut open_decoder(&p)?, &p)?
+            };
             total += n;
             files.push((p, n));
         }
@@ -124,7 +153,13 @@ impl TiffSource {
         }
         found.source = Some(path.display().to_string());
         let shape = Shape3::new(total as u64, u64::from(h), u64::from(w))?;
-        Ok(TiffSource { path: path.to_path_buf(), files, shape, dtype, found })
+        Ok(TiffSource {
+            path: path.to_path_buf(),
+            files,
+            shape,
+            dtype,
+            found,
+        })
     }
 
     /// The source path (file or folder).
@@ -153,7 +188,13 @@ impl TiffSource {
 
     /// Iterates frames in order, each checked against the first page's geometry and type.
     pub fn frames(&self) -> FrameIter<'_> {
-        FrameIter { source: self, file: 0, page: 0, frame: 0, decoder: None }
+        FrameIter {
+            source: self,
+            file: 0,
+            page: 0,
+            frame: 0,
+            decoder: None,
+        }
     }
 }
 
@@ -168,7 +209,9 @@ pub struct FrameIter<'a> {
 
 impl std::fmt::Debug for FrameIter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameIter").field("frame", &self.frame).finish()
+        f.debug_struct("FrameIter")
+            .field("frame", &self.frame)
+            .finish()
     }
 }
 
@@ -206,7 +249,8 @@ impl FrameIter<'_> {
             return Err(tiff_err(path, "decoder unavailable"));
         };
         if page > 0 {
-            dec.next_image().map_err(|e| tiff_err(path, format!("page {page}: {e}")))?;
+            dec.next_image()
+                .map_err(|e| tiff_err(path, format!("page {page}: {e}")))?;
         }
         let (w, h, dtype) = page_geometry(dec, path, page)?;
         let s = self.source;
@@ -219,7 +263,8 @@ impl FrameIter<'_> {
                 ),
             ));
         }
-        dec.read_image().map_err(|e| tiff_err(path, format!("page {page} (frame {}): {e}", self.frame)))
+        dec.read_image()
+            .map_err(|e| tiff_err(path, format!("page {page} (frame {}): {e}", self.frame)))
     }
 }
 
@@ -243,7 +288,11 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
                     bi.next();
                 }
                 let (ta, tb) = (na.trim_start_matches('0'), nb.trim_start_matches('0'));
-                let ord = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| na.len().cmp(&nb.len()));
+                let ord = ta
+                    .len()
+                    .cmp(&tb.len())
+                    .then_with(|| ta.cmp(tb))
+                    .then_with(|| na.len().cmp(&nb.len()));
                 if ord != std::cmp::Ordering::Equal {
                     return ord;
                 }
@@ -267,17 +316,18 @@ fn scan_metadata(dec: &mut Decoder<BufReader<File>>, _width: u32) -> RecordingMe
     let mut meta = RecordingMeta::default();
     let mut text = String::new();
     for tag in [Tag::ImageDescription, Tag::Software] {
-        if let Ok(Some(v)) = dec.find_tag(tag) {
-            if let Ok(s) = v.into_string() {
-                text.push_str(&s);
-                text.push('\n');
-            }
+        if let Ok(Some(v)) = dec.find_tag(tag)
+            && let Ok(s) = v.into_string()
+        {
+            text.push_str(&s);
+            text.push('\n');
         }
     }
     let value_of = |key: &str| -> Option<f64> {
         text.lines().find_map(|line| {
             let (k, v) = line.split_once('=')?;
-            (k.trim() == key).then(|| v.trim().trim_matches(['\'', '"', ';']).parse::<f64>().ok())?
+            (k.trim() == key)
+                .then(|| v.trim().trim_matches(['\'', '"', ';']).parse::<f64>().ok())?
         })
     };
     let rate = value_of("SI.hRoiManager.scanFrameRate")
@@ -286,29 +336,44 @@ fn scan_metadata(dec: &mut Decoder<BufReader<File>>, _width: u32) -> RecordingMe
         .or_else(|| value_of("finterval").filter(|&f| f > 0.0).map(|f| 1.0 / f));
     if let Some(r) = rate.filter(|r| r.is_finite() && *r > 0.0) {
         meta.frame_rate_hz = Some(r);
-        meta.acquisition.insert("frame_rate_source".into(), "tiff header".into());
+        meta.acquisition
+            .insert("frame_rate_source".into(), "tiff header".into());
     }
-    let imagej_micron = text
-        .lines()
-        .any(|l| matches!(l.trim(), "unit=micron" | "unit=um" | "unit=\\u00B5m" | "unit=µm"));
-    if imagej_micron {
-        if let Ok(Some(tiff::decoder::ifd::Value::Rational(n, d))) = dec.find_tag(Tag::XResolution) {
-            if n > 0 && d > 0 {
-                meta.pixel_size_um = Some(f64::from(d) / f64::from(n));
-            }
-        }
+    let imagej_micron = text.lines().any(|l| {
+        matches!(
+            l.trim(),
+            "unit=micron" | "unit=um" | "unit=\\u00B5m" | "unit=µm"
+        )
+    });
+    if imagej_micron
+        && let Ok(Some(tiff::decoder::ifd::Value::Rational(n, d))) = dec.find_tag(Tag::XResolution)
+        && n > 0
+        && d > 0
+    {
+        meta.pixel_size_um = Some(f64::from(d) / f64::from(n));
     }
     if text.contains("SI.VERSION") || text.contains("scanimage") || text.contains("state.acq") {
-        meta.acquisition.insert("acquisition_software".into(), "ScanImage".into());
+        meta.acquisition
+            .insert("acquisition_software".into(), "ScanImage".into());
     }
     meta
 }
 
 /// Reads a neurofinder-style `info.json` next to (or one level above) a folder of frames.
 fn merge_info_json(folder: &Path, meta: &mut RecordingMeta) {
-    let candidates = [folder.join("info.json"), folder.join("..").join("info.json")];
-    let Some(text) = candidates.iter().find_map(|p| std::fs::read_to_string(p).ok()) else { return };
-    let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) else { return };
+    let candidates = [
+        folder.join("info.json"),
+        folder.join("..").join("info.json"),
+    ];
+    let Some(text) = candidates
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+    else {
+        return;
+    };
+    let Ok(info) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return;
+    };
     if meta.frame_rate_hz.is_none() {
         meta.frame_rate_hz = info.get("rate-hz").and_then(serde_json::Value::as_f64);
     }
@@ -320,7 +385,10 @@ fn merge_info_json(folder: &Path, meta: &mut RecordingMeta) {
             .map(|p| 1.0 / p);
     }
     if meta.indicator.is_none() {
-        meta.indicator = info.get("indicator").and_then(serde_json::Value::as_str).map(str::to_string);
+        meta.indicator = info
+            .get("indicator")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
     }
     for key in ["id", "lab", "region", "method", "depth-microns"] {
         if let Some(v) = info.get(key) {

@@ -98,16 +98,31 @@ mod tests {
 
     #[test]
     fn parses_every_scheme() {
-        assert_eq!(Location::parse("a/b.zarr").unwrap(), Location::File("a/b.zarr".into()));
-        assert_eq!(Location::parse("file:///x/y").unwrap(), Location::File("/x/y".into()));
-        assert_eq!(Location::parse("memory://m").unwrap(), Location::Memory("m".into()));
+        assert_eq!(
+            Location::parse("a/b.zarr").unwrap(),
+            Location::File("a/b.zarr".into())
+        );
+        assert_eq!(
+            Location::parse("file:///x/y").unwrap(),
+            Location::File("/x/y".into())
+        );
+        assert_eq!(
+            Location::parse("memory://m").unwrap(),
+            Location::Memory("m".into())
+        );
         assert_eq!(
             Location::parse("s3://bkt/some/prefix/").unwrap(),
-            Location::S3 { bucket: "bkt".into(), prefix: "some/prefix".into() }
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "some/prefix".into()
+            }
         );
         assert_eq!(
             Location::parse("gs://bkt").unwrap(),
-            Location::Gcs { bucket: "bkt".into(), prefix: String::new() }
+            Location::Gcs {
+                bucket: "bkt".into(),
+                prefix: String::new()
+            }
         );
         assert_eq!(
             Location::parse("https://h/x.zarr/").unwrap(),

@@ -17,7 +17,10 @@ use tessera_core::{Dtype, META_ATTRIBUTE, RecordingMeta, Shape3};
 use zarrs::array::codec::ZstdCodec;
 use zarrs::array::{Array, ArrayBuilder, Element};
 use zarrs::group::GroupBuilder;
-use zarrs::storage::{ListableStorageTraits, ReadableWritableListableStorageTraits, StorePrefix, WritableStorageTraits};
+use zarrs::storage::{
+    ListableStorageTraits, ReadableWritableListableStorageTraits, StorePrefix,
+    WritableStorageTraits,
+};
 
 use crate::recording::STATUS_COMPLETE;
 use crate::{IoError, Location, Store};
@@ -55,7 +58,14 @@ impl Default for WriteOptions {
 
 /// Zarr data types for Rust element types the writer accepts.
 pub trait Sample:
-    Element + zarrs::array::ElementOwned + Into<zarrs::array::builder::ArrayBuilderFillValue> + Copy + Default + Send + Sync + 'static
+    Element
+    + zarrs::array::ElementOwned
+    + Into<zarrs::array::builder::ArrayBuilderFillValue>
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + 'static
 {
     const DTYPE: Dtype;
 }
@@ -98,7 +108,9 @@ impl Output {
         crate::configure_zarrs();
         let target = Location::parse(uri)?;
         if !target.is_writable() {
-            return Err(IoError::ReadOnly { location: target.to_string() });
+            return Err(IoError::ReadOnly {
+                location: target.to_string(),
+            });
         }
         match &target {
             Location::File(path) => {
@@ -107,41 +119,68 @@ impl Output {
                 }
                 let name = path
                     .file_name()
-                    .ok_or_else(|| IoError::Invalid(format!("output path {} has no name", path.display())))?
+                    .ok_or_else(|| {
+                        IoError::Invalid(format!("output path {} has no name", path.display()))
+                    })?
                     .to_string_lossy()
                     .to_string();
                 let parent = path.parent().map(PathBuf::from).unwrap_or_default();
-                let parent = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent };
-                std::fs::create_dir_all(&parent)
-                    .map_err(|source| IoError::File { path: parent.clone(), source })?;
+                let parent = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent
+                };
+                std::fs::create_dir_all(&parent).map_err(|source| IoError::File {
+                    path: parent.clone(),
+                    source,
+                })?;
                 let staging = parent.join(format!(".{name}.partial"));
                 if staging.exists() {
-                    std::fs::remove_dir_all(&staging)
-                        .map_err(|source| IoError::File { path: staging.clone(), source })?;
+                    std::fs::remove_dir_all(&staging).map_err(|source| IoError::File {
+                        path: staging.clone(),
+                        source,
+                    })?;
                 }
-                std::fs::create_dir_all(&staging)
-                    .map_err(|source| IoError::File { path: staging.clone(), source })?;
+                std::fs::create_dir_all(&staging).map_err(|source| IoError::File {
+                    path: staging.clone(),
+                    source,
+                })?;
                 let store = Store::open(&Location::File(staging.clone()))?;
-                Ok(Output { store, target: target.clone(), staging: Some((staging, path.clone())), finished: false })
+                Ok(Output {
+                    store,
+                    target: target.clone(),
+                    staging: Some((staging, path.clone())),
+                    finished: false,
+                })
             }
             _ => {
                 let store = Store::open(&target)?;
                 let storage = store.storage();
-                let existing = storage.list_prefix(&StorePrefix::root()).map_err(|e| IoError::Store {
-                    location: target.to_string(),
-                    reason: format!("listing: {e}"),
-                })?;
+                let existing =
+                    storage
+                        .list_prefix(&StorePrefix::root())
+                        .map_err(|e| IoError::Store {
+                            location: target.to_string(),
+                            reason: format!("listing: {e}"),
+                        })?;
                 if !existing.is_empty() {
                     if !overwrite {
                         return Err(IoError::Exists(target.to_string()));
                     }
-                    storage.erase_prefix(&StorePrefix::root()).map_err(|e| IoError::Write {
-                        location: target.to_string(),
-                        what: "removal of the previous output".into(),
-                        reason: e.to_string(),
-                    })?;
+                    storage
+                        .erase_prefix(&StorePrefix::root())
+                        .map_err(|e| IoError::Write {
+                            location: target.to_string(),
+                            what: "removal of the previous output".into(),
+                            reason: e.to_string(),
+                        })?;
                 }
-                Ok(Output { store, target, staging: None, finished: false })
+                Ok(Output {
+                    store,
+                    target,
+                    staging: None,
+                    finished: false,
+                })
             }
         }
     }
@@ -157,7 +196,10 @@ impl Output {
     }
 
     /// Writes the root group's metadata with `attributes`.
-    pub fn write_group(&self, attributes: serde_json::Map<String, serde_json::Value>) -> Result<(), IoError> {
+    pub fn write_group(
+        &self,
+        attributes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), IoError> {
         self.write_group_at("/", attributes)
     }
 
@@ -173,7 +215,9 @@ impl Output {
             .attributes(attributes)
             .build(self.store.storage().clone(), &path)
             .map_err(|e| self.write_err(&what, e.to_string()))?;
-        group.store_metadata().map_err(|e| self.write_err(&what, e.to_string()))
+        group
+            .store_metadata()
+            .map_err(|e| self.write_err(&what, e.to_string()))
     }
 
     /// Writes a whole (small) n-dimensional array at `path`, zstd-compressed, in one chunk per
@@ -189,17 +233,28 @@ impl Output {
         let mut chunks: Vec<u64> = shape.iter().map(|&n| n.max(1)).collect();
         if let Some(first) = chunks.first_mut() {
             // Keep chunks near 8 MiB so large ground-truth tables stay readable piecewise.
-            let row_bytes: u64 = shape.iter().skip(1).product::<u64>().max(1) * T::DTYPE.size() as u64;
+            let row_bytes: u64 =
+                shape.iter().skip(1).product::<u64>().max(1) * T::DTYPE.size() as u64;
             *first = (*first).min((8 << 20) / row_bytes.max(1)).max(1);
         }
         let what = format!("array '{path}'");
         let array = ArrayBuilder::new(shape.clone(), chunks, T::DTYPE.name(), T::default())
             .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, false))])
-            .dimension_names(Some(dimension_names.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+            .dimension_names(Some(
+                dimension_names
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            ))
             .attributes(attributes)
-            .build(self.store.storage().clone(), &format!("/{}", path.trim_matches('/')))
+            .build(
+                self.store.storage().clone(),
+                &format!("/{}", path.trim_matches('/')),
+            )
             .map_err(|e| self.write_err(&what, e.to_string()))?;
-        array.store_metadata().map_err(|e| self.write_err(&what, e.to_string()))?;
+        array
+            .store_metadata()
+            .map_err(|e| self.write_err(&what, e.to_string()))?;
         if data.is_empty() {
             return Ok(());
         }
@@ -219,16 +274,26 @@ impl Output {
     pub fn finish(mut self) -> Result<Location, IoError> {
         if let Some((staging, path)) = &self.staging {
             if path.exists() {
-                std::fs::remove_dir_all(path).map_err(|source| IoError::File { path: path.clone(), source })?;
+                std::fs::remove_dir_all(path).map_err(|source| IoError::File {
+                    path: path.clone(),
+                    source,
+                })?;
             }
-            std::fs::rename(staging, path).map_err(|source| IoError::File { path: path.clone(), source })?;
+            std::fs::rename(staging, path).map_err(|source| IoError::File {
+                path: path.clone(),
+                source,
+            })?;
         }
         self.finished = true;
         Ok(self.target.clone())
     }
 
     fn write_err(&self, what: &str, reason: String) -> IoError {
-        IoError::Write { location: self.target.to_string(), what: what.to_string(), reason }
+        IoError::Write {
+            location: self.target.to_string(),
+            what: what.to_string(),
+            reason,
+        }
     }
 }
 
@@ -273,20 +338,37 @@ impl<T: Sample> RecordingWriter<T> {
             options.chunks[2].clamp(1, shape.x),
         ];
         if options.chunks.contains(&0) {
-            return Err(IoError::Invalid(format!("chunk shape {:?} has a zero extent", options.chunks)));
+            return Err(IoError::Invalid(format!(
+                "chunk shape {:?} has a zero extent",
+                options.chunks
+            )));
         }
         let mut attributes = serde_json::Map::new();
-        attributes.insert(META_ATTRIBUTE.into(), tessera_attribute(&options.meta, "incomplete"));
+        attributes.insert(
+            META_ATTRIBUTE.into(),
+            tessera_attribute(&options.meta, "incomplete"),
+        );
         let path = format!("/{}", options.array_path.trim_matches('/'));
-        let array = ArrayBuilder::new(shape.to_array().to_vec(), chunks.to_vec(), T::DTYPE.name(), T::default())
-            .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(options.zstd_level, false))])
-            .dimension_names(Some(["t", "y", "x"]))
-            .attributes(attributes)
-            .build(output.store().storage().clone(), &path)
-            .map_err(|e| IoError::Write { location: location.clone(), what: format!("array '{path}'"), reason: e.to_string() })?;
-        array
-            .store_metadata()
-            .map_err(|e| IoError::Write { location: location.clone(), what: format!("array '{path}'"), reason: e.to_string() })?;
+        let array = ArrayBuilder::new(
+            shape.to_array().to_vec(),
+            chunks.to_vec(),
+            T::DTYPE.name(),
+            T::default(),
+        )
+        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(options.zstd_level, false))])
+        .dimension_names(Some(["t", "y", "x"]))
+        .attributes(attributes)
+        .build(output.store().storage().clone(), &path)
+        .map_err(|e| IoError::Write {
+            location: location.clone(),
+            what: format!("array '{path}'"),
+            reason: e.to_string(),
+        })?;
+        array.store_metadata().map_err(|e| IoError::Write {
+            location: location.clone(),
+            what: format!("array '{path}'"),
+            reason: e.to_string(),
+        })?;
         Ok(RecordingWriter {
             array,
             location,
@@ -364,9 +446,10 @@ impl<T: Sample> RecordingWriter<T> {
                 self.location, self.shape.t, self.next_t
             )));
         }
-        self.array
-            .attributes_mut()
-            .insert(META_ATTRIBUTE.into(), tessera_attribute(&self.meta, STATUS_COMPLETE));
+        self.array.attributes_mut().insert(
+            META_ATTRIBUTE.into(),
+            tessera_attribute(&self.meta, STATUS_COMPLETE),
+        );
         self.array.store_metadata().map_err(|e| IoError::Write {
             location: self.location.clone(),
             what: "final metadata".into(),

@@ -144,7 +144,10 @@ mod tests {
         for lambda in [0.3, 4.0, 25.0, 80.0] {
             let p: Vec<f64> = (0..200_000).map(|_| r.poisson(lambda)).collect();
             let (m, v) = mean_var(&p);
-            assert!((m / lambda - 1.0).abs() < 0.02, "poisson mean {lambda}: {m}");
+            assert!(
+                (m / lambda - 1.0).abs() < 0.02,
+                "poisson mean {lambda}: {m}"
+            );
             assert!((v / lambda - 1.0).abs() < 0.03, "poisson var {lambda}: {v}");
         }
         let u: Vec<f64> = (0..100_000).map(|_| r.uniform()).collect();

@@ -82,8 +82,12 @@ impl SummaryStats {
         self.frames += other.frames;
         self.sum += &other.sum;
         self.sum_sq += &other.sum_sq;
-        Zip::from(&mut self.min).and(&other.min).for_each(|a, &b| *a = a.min(b));
-        Zip::from(&mut self.max).and(&other.max).for_each(|a, &b| *a = a.max(b));
+        Zip::from(&mut self.min)
+            .and(&other.min)
+            .for_each(|a, &b| *a = a.min(b));
+        Zip::from(&mut self.max)
+            .and(&other.max)
+            .for_each(|a, &b| *a = a.max(b));
         self.saturated += &other.saturated;
         Ok(self)
     }
@@ -149,7 +153,9 @@ pub struct NoiseEstimator {
 
 impl std::fmt::Debug for NoiseEstimator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NoiseEstimator").field("len", &self.len).finish()
+        f.debug_struct("NoiseEstimator")
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -190,7 +196,11 @@ fn subsample(trace: &[f32]) -> impl Iterator<Item = f32> + '_ {
     let (a, b, c): (&[f32], &[f32], &[f32]) = if t > MAX_FFT_SAMPLES {
         let third = MAX_FFT_SAMPLES / 3;
         let mid = t / 2 - third / 2;
-        (&trace[1..third + 1], &trace[mid..mid + third], &trace[t - third..])
+        (
+            &trace[1..third + 1],
+            &trace[mid..mid + third],
+            &trace[t - third..],
+        )
     } else {
         (trace, &[], &[])
     };
@@ -208,7 +218,9 @@ fn average_psd(half_psd: &mut [f64], average: PsdAverage) -> f64 {
             half_psd.sort_by(f64::total_cmp);
             half_psd[half_psd.len() / 2]
         }
-        PsdAverage::LogMeanExp => (half_psd.iter().map(|p| (p + 1e-10).ln()).sum::<f64>() / n).exp(),
+        PsdAverage::LogMeanExp => {
+            (half_psd.iter().map(|p| (p + 1e-10).ln()).sum::<f64>() / n).exp()
+        }
     };
     v.sqrt()
 }
@@ -285,7 +297,10 @@ mod tests {
         assert!((mean / 3.0 - 1.0).abs() < 0.05, "mean {mean}");
         let lme = noise_fft(&tr, PsdAverage::LogMeanExp);
         let expected = 3.0 * (-0.5772156649f64 / 2.0).exp();
-        assert!((lme / expected - 1.0).abs() < 0.06, "logmexp {lme} vs {expected}");
+        assert!(
+            (lme / expected - 1.0).abs() < 0.06,
+            "logmexp {lme} vs {expected}"
+        );
         assert_eq!(noise_fft(&tr[..4], PsdAverage::Mean), 0.0);
     }
 
@@ -296,7 +311,11 @@ mod tests {
         let whole = SummaryStats::from_movie(movie.view(), Some(95.0));
         let a = SummaryStats::from_movie(movie.slice(ndarray::s![..7, .., ..]), Some(95.0));
         let b = SummaryStats::from_movie(movie.slice(ndarray::s![7.., .., ..]), Some(95.0));
-        let merged = SummaryStats::empty(5, 6).merge(&b).unwrap().merge(&a).unwrap();
+        let merged = SummaryStats::empty(5, 6)
+            .merge(&b)
+            .unwrap()
+            .merge(&a)
+            .unwrap();
         assert_eq!(merged.frames, 20);
         assert_eq!(merged.min, whole.min);
         assert_eq!(merged.max, whole.max);

@@ -221,7 +221,9 @@ impl SimConfig {
 
     /// Checks every parameter's range, naming the first one out of range.
     pub fn validate(&self) -> Result<(), KernelError> {
-        let bad = |name: &'static str, reason: String| Err(KernelError::InvalidParameter { name, reason });
+        let bad = |name: &'static str, reason: String| {
+            Err(KernelError::InvalidParameter { name, reason })
+        };
         if self.frames == 0 || self.height < 8 || self.width < 8 {
             return bad(
                 "shape",
@@ -281,7 +283,10 @@ impl SimConfig {
             }
         }
         if !(self.max_elongation >= 1.0 && self.max_elongation.is_finite()) {
-            return bad("max_elongation", format!("must be >= 1, got {}", self.max_elongation));
+            return bad(
+                "max_elongation",
+                format!("must be >= 1, got {}", self.max_elongation),
+            );
         }
         if self.indicator.rise_s >= self.indicator.decay_s {
             return bad(
@@ -292,14 +297,20 @@ impl SimConfig {
                 ),
             );
         }
-        if !(self.indicator.saturation_dff > 0.0) {
+        if self.indicator.saturation_dff.is_nan() || self.indicator.saturation_dff <= 0.0 {
             return bad("saturation_dff", "must be positive".to_string());
         }
         if self.neuropil_rank > 16 {
-            return bad("neuropil_rank", format!("must be at most 16, got {}", self.neuropil_rank));
+            return bad(
+                "neuropil_rank",
+                format!("must be at most 16, got {}", self.neuropil_rank),
+            );
         }
         if self.soma_radius_um / self.pixel_size_um > 64.0 {
-            return bad("soma_radius_um", "somata wider than 64 pixels are not supported".to_string());
+            return bad(
+                "soma_radius_um",
+                "somata wider than 64 pixels are not supported".to_string(),
+            );
         }
         Ok(())
     }

@@ -263,7 +263,11 @@ impl Simulation {
                 }
             }
             let visible: f32 = fp.weights.iter().sum();
-            let visible_fraction = if total > 0.0 { f64::from(visible / total) } else { 0.0 };
+            let visible_fraction = if total > 0.0 {
+                f64::from(visible / total)
+            } else {
+                0.0
+            };
             if visible_fraction < 0.5 {
                 continue;
             }
@@ -460,7 +464,8 @@ fn simulate_activity(
                 if cell.active {
                     let modulation = (f64::from(shared[[group, t]]) - 0.5).exp();
                     let rate = cell.rate_hz
-                        * ((1.0 - config.shared_modulation) + config.shared_modulation * modulation);
+                        * ((1.0 - config.shared_modulation)
+                            + config.shared_modulation * modulation);
                     let events = rng.poisson(rate * dt);
                     n = events;
                     for _ in 0..events as usize {

@@ -59,7 +59,12 @@ fn ground_truth_traces_explain_the_movie() {
     let movie = sim.render(0, 400);
     let mut correlations = Vec::new();
     for cell in gt.cells.iter().filter(|c| c.active) {
-        let truth: Vec<f64> = gt.fluorescence.row(cell.id).iter().map(|&v| f64::from(v)).collect();
+        let truth: Vec<f64> = gt
+            .fluorescence
+            .row(cell.id)
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
         if truth.iter().cloned().fold(f64::MIN, f64::max) - truth[0] < 1.0 {
             continue; // did not fire in this short clip
         }
@@ -78,10 +83,17 @@ fn ground_truth_traces_explain_the_movie() {
             .collect();
         correlations.push(pearson(&trace, &truth));
     }
-    assert!(correlations.len() >= 5, "too few active cells: {}", correlations.len());
+    assert!(
+        correlations.len() >= 5,
+        "too few active cells: {}",
+        correlations.len()
+    );
     correlations.sort_by(f64::total_cmp);
     let median = correlations[correlations.len() / 2];
-    assert!(median > 0.8, "median correlation {median} ({correlations:?})");
+    assert!(
+        median > 0.8,
+        "median correlation {median} ({correlations:?})"
+    );
 }
 
 #[test]
@@ -110,7 +122,14 @@ fn silent_cells_never_spike_and_active_cells_do() {
     let silent: Vec<_> = gt.cells.iter().filter(|c| !c.active).collect();
     assert!(!silent.is_empty());
     for cell in silent {
-        assert_eq!(gt.spikes.row(cell.id).iter().map(|&s| u32::from(s)).sum::<u32>(), 0);
+        assert_eq!(
+            gt.spikes
+                .row(cell.id)
+                .iter()
+                .map(|&s| u32::from(s))
+                .sum::<u32>(),
+            0
+        );
     }
     let total: u64 = gt.spikes.iter().map(|&s| u64::from(s)).sum();
     assert!(total > 50, "{total} spikes");
@@ -129,10 +148,15 @@ fn dense_preset_overlaps_and_small_cells_are_small() {
             }
         }
     }
-    assert!(hits.values().any(|&n| n > 1), "no overlapping somata in the dense preset");
-    let small_cells = Simulation::new(small("small-cells")).unwrap().ground_truth();
-    let mean_r = small_cells.cells.iter().map(|c| c.radius_px).sum::<f64>()
-        / small_cells.cells.len() as f64;
+    assert!(
+        hits.values().any(|&n| n > 1),
+        "no overlapping somata in the dense preset"
+    );
+    let small_cells = Simulation::new(small("small-cells"))
+        .unwrap()
+        .ground_truth();
+    let mean_r =
+        small_cells.cells.iter().map(|c| c.radius_px).sum::<f64>() / small_cells.cells.len() as f64;
     assert!(mean_r < 3.5, "small-cells radius {mean_r}");
 }
 
@@ -144,5 +168,10 @@ fn bad_parameters_name_the_parameter() {
     assert!(e.contains("frame_rate_hz"), "{e}");
     let mut c = small("base");
     c.silent_fraction = 1.5;
-    assert!(Simulation::new(c).unwrap_err().to_string().contains("silent_fraction"));
+    assert!(
+        Simulation::new(c)
+            .unwrap_err()
+            .to_string()
+            .contains("silent_fraction")
+    );
 }
