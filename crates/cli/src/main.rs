@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ingest;
 mod inspect;
 mod progress;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure throughput (see docs/BENCHMARKS.md).
+    Bench(bench::Args),
     /// Convert a multi-page TIFF/BigTIFF or a folder of TIFF frames into a Zarr v3 recording.
     Ingest(ingest::Args),
     /// Describe a recording: shape, dtype, chunks, codecs, metadata and quick statistics.
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Bench(a) => bench::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Simulate(a) => simulate::run(a),

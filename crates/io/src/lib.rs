@@ -33,3 +33,6 @@ pub use writer::{DEFAULT_CHUNKS, Output, RecordingWriter, Sample, WriteOptions};
 pub fn configure_zarrs() {
     zarrs::config::global_config_mut().set_include_zarrs_metadata(false);
 }
+
+#[cfg(test)]
+mod tests;

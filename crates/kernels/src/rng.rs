@@ -6,15 +6,38 @@
 //! - seeding: SplitMix64 (Steele, Lea & Flood 2014) expands `(seed, stream)` into 256 bits of state;
 //! - generator: xoshiro256++ (Blackman & Vigna 2019);
 //! - normals: the Marsaglia polar method;
-//! - Poisson: Knuth's multiplication method for small means, the normal approximation
-//!   `round(lambda + sqrt(lambda) z)` (clamped at 0) above [`POISSON_NORMAL_THRESHOLD`].
+//! - Poisson (exact at every mean): inversion by sequential search for means below
+//!   [`POISSON_PTRS_THRESHOLD`], Hoermann's transformed rejection with squeeze (PTRS; Hoermann 1993,
+//!   "The transformed rejection method for generating Poisson random variables", the algorithm numpy
+//!   uses) above it.
 //!
 //! Independent streams (one per frame, one per cell) make results independent of thread count.
 
-/// Means above which Poisson draws use the normal approximation. At lambda = 30 the approximation's
-/// variance is exact and its skewness error (1/sqrt(lambda) = 0.18) is far below what any stage
-/// downstream can resolve in a single pixel.
-pub const POISSON_NORMAL_THRESHOLD: f64 = 30.0;
+/// Means at or above which Poisson draws use PTRS instead of inversion (PTRS is valid for >= 10).
+pub const POISSON_PTRS_THRESHOLD: f64 = 10.0;
+
+/// `ln(k!)` for integer-valued `k >= 0`: a table below 10, Stirling's series above (error < 1e-10).
+fn ln_factorial(k: f64) -> f64 {
+    const TABLE: [f64; 10] = [
+        0.0,
+        0.0,
+        0.693_147_180_559_945_3,
+        1.791_759_469_228_055,
+        3.178_053_830_347_945_8,
+        4.787_491_742_782_046,
+        6.579_251_212_010_101,
+        8.525_161_361_065_415,
+        10.604_602_902_745_25,
+        12.801_827_480_081_469,
+    ];
+    if k < 10.0 {
+        return TABLE[k as usize];
+    }
+    let x = k + 1.0;
+    let x2 = 1.0 / (x * x);
+    let series = (((-1.0 / 1680.0 * x2 + 1.0 / 1260.0) * x2 - 1.0 / 360.0) * x2 + 1.0 / 12.0) / x;
+    (x - 0.5) * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI).ln() + series
+}
 
 /// xoshiro256++ seeded through SplitMix64.
 #[derive(Debug, Clone)]
@@ -97,22 +120,56 @@ impl Rng {
         median * (sigma * self.normal()).exp()
     }
 
-    /// Poisson-distributed count with mean `lambda` (see the module docs for the method).
+    /// Poisson-distributed count with mean `lambda` (exact; see the module docs for the method).
     pub fn poisson(&mut self, lambda: f64) -> f64 {
         if lambda.is_nan() || lambda <= 0.0 {
             return 0.0;
         }
-        if lambda > POISSON_NORMAL_THRESHOLD {
-            return (lambda + lambda.sqrt() * self.normal()).round().max(0.0);
+        if lambda < POISSON_PTRS_THRESHOLD {
+            // Inversion: walk the CDF from k = 0 with p_{k+1} = p_k * lambda / (k + 1).
+            // Reciprocals replace a division per step (the loop is a dependency chain).
+            const INV: [f64; 64] = {
+                let mut t = [0.0; 64];
+                let mut i = 1;
+                while i < 64 {
+                    t[i] = 1.0 / i as f64;
+                    i += 1;
+                }
+                t
+            };
+            let u = self.uniform();
+            let mut p = (-lambda).exp();
+            let mut cdf = p;
+            let mut k = 0usize;
+            // P(k >= 63 | lambda < 10) < 1e-25: the cap never binds in practice.
+            while u > cdf && k < 63 {
+                k += 1;
+                p *= lambda * INV[k];
+                cdf += p;
+            }
+            return k as f64;
         }
-        let limit = (-lambda).exp();
-        let mut k = 0.0;
-        let mut p = self.uniform();
-        while p > limit {
-            k += 1.0;
-            p *= self.uniform();
+        let slam = lambda.sqrt();
+        let b = 0.931 + 2.53 * slam;
+        let a = -0.059 + 0.02483 * b;
+        let inv_alpha = 1.1239 + 1.1328 / (b - 3.4);
+        let v_r = 0.9277 - 3.6224 / (b - 2.0);
+        loop {
+            let u = self.uniform() - 0.5;
+            let v = self.uniform();
+            let us = 0.5 - u.abs();
+            let k = ((2.0 * a / us + b) * u + lambda + 0.43).floor();
+            if us >= 0.07 && v <= v_r {
+                return k;
+            }
+            if k < 0.0 || (us < 0.013 && v > us) {
+                continue;
+            }
+            let lhs = v.ln() + inv_alpha.ln() - (a / (us * us) + b).ln();
+            if lhs <= -lambda + k * lambda.ln() - ln_factorial(k) {
+                return k;
+            }
         }
-        k
     }
 }
 
@@ -141,7 +198,7 @@ mod tests {
         let n: Vec<f64> = (0..200_000).map(|_| r.normal()).collect();
         let (m, v) = mean_var(&n);
         assert!(m.abs() < 0.01 && (v - 1.0).abs() < 0.02, "normal {m} {v}");
-        for lambda in [0.3, 4.0, 25.0, 80.0] {
+        for lambda in [0.3, 4.0, 9.99, 10.0, 25.0, 80.0, 1000.0] {
             let p: Vec<f64> = (0..200_000).map(|_| r.poisson(lambda)).collect();
             let (m, v) = mean_var(&p);
             assert!(
@@ -150,6 +207,48 @@ mod tests {
             );
             assert!((v / lambda - 1.0).abs() < 0.03, "poisson var {lambda}: {v}");
         }
+        let u: Vec<f64> = (0..100_000).map(|_| r.uniform()).collect();
+        assert!(u.iter().all(|&x| (0.0..1.0).contains(&x)));
+    }
+
+    #[test]
+    fn poisson_pmf_matches_the_exact_distribution() {
+        // Frequencies of each count against the exact pmf, on both sides of the method switch.
+        for lambda in [6.5f64, 15.0] {
+            let mut r = Rng::new(2, lambda as u64);
+            let n = 400_000;
+            let mut counts = vec![0usize; 80];
+            for _ in 0..n {
+                counts[(r.poisson(lambda) as usize).min(79)] += 1;
+            }
+            let mut chi2 = 0.0;
+            let mut cells = 0;
+            for (k, &c) in counts.iter().enumerate() {
+                let pmf = (-lambda + k as f64 * lambda.ln() - ln_factorial(k as f64)).exp();
+                let expected = pmf * n as f64;
+                if expected > 20.0 {
+                    chi2 += (c as f64 - expected).powi(2) / expected;
+                    cells += 1;
+                }
+            }
+            // Mean of chi2 is the degrees of freedom; 2x is far beyond p = 0.001 for these sizes.
+            assert!(chi2 < 2.0 * cells as f64, "lambda {lambda}: chi2 {chi2} over {cells} cells");
+        }
+    }
+
+    #[test]
+    fn ln_factorial_matches_direct_sums() {
+        let mut direct = 0.0f64;
+        for k in 1..200u32 {
+            direct += f64::from(k).ln();
+            let got = ln_factorial(f64::from(k));
+            assert!((got - direct).abs() < 1e-9 * direct.max(1.0), "{k}: {got} vs {direct}");
+        }
+    }
+
+    #[test]
+    fn uniforms_stay_in_range() {
+        let mut r = Rng::new(4, 0);
         let u: Vec<f64> = (0..100_000).map(|_| r.uniform()).collect();
         assert!(u.iter().all(|&x| (0.0..1.0).contains(&x)));
     }

@@ -240,7 +240,8 @@ impl Simulation {
             .map(|l| {
                 let photons = rng.poisson(f64::from(l));
                 let adu = gain * photons + read * rng.normal() + offset;
-                adu.round().clamp(0.0, f64::from(u16::MAX)) as u16
+                // Round half up and clip to the detector's range (the cast truncates).
+                (adu + 0.5).clamp(0.0, f64::from(u16::MAX)) as u16
             })
             .collect()
     }
