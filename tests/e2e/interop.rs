@@ -154,7 +154,7 @@ fn recordings_written_by_tessera_read_identically_in_zarr_python() {
     );
 }
 
-/// A Python `http.server` on 127.0.0.1 serving `dir`, stopped on drop.
+/// A static HTTP server with Range support on 127.0.0.1 serving `dir`, stopped on drop.
 struct HttpServer {
     child: std::process::Child,
     port: u16,
@@ -162,9 +162,15 @@ struct HttpServer {
 
 impl HttpServer {
     fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = crate::common::repo_root().join("tests/python/range_http_server.py");
         let child = std::process::Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(script)
+            .arg(port.to_string())
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -176,7 +182,7 @@ impl HttpServer {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("http.server did not start on port {port}");
+        panic!("range_http_server.py did not start on port {port}");
     }
 }
 
@@ -191,18 +197,35 @@ impl Drop for HttpServer {
 fn recordings_read_over_http_equal_local_reads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("web.zarr");
-    ok(&["simulate", "--frames", "30", "--height", "40", "--width", "40", "--chunks", "8,16,16", "--out", out.to_str().unwrap()]);
+    ok(&[
+        "simulate",
+        "--frames",
+        "30",
+        "--height",
+        "40",
+        "--width",
+        "40",
+        "--chunks",
+        "8,16,16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let server = HttpServer::start(dir.path());
     let url = format!("http://127.0.0.1:{}/web.zarr", server.port);
     let local = Recording::open(out.to_str().unwrap(), None).unwrap();
     let remote = Recording::open(&url, None).unwrap();
     assert_eq!(remote.shape(), local.shape());
     let b = Box3::within(&local.shape(), 3..27, 5..39, 1..33).unwrap();
-    assert_eq!(remote.read_box_as::<u16>(&b).unwrap(), local.read_box_as::<u16>(&b).unwrap());
+    assert_eq!(
+        remote.read_box_as::<u16>(&b).unwrap(),
+        local.read_box_as::<u16>(&b).unwrap()
+    );
     let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", &url, "--json"])).unwrap();
     assert_eq!(v["shape"], serde_json::json!([30, 40, 40]));
     // HTTP is read-only: writing there is refused with a clear message.
-    let e = crate::common::fails(&["simulate", "--frames", "4", "--height", "16", "--width", "16", "--out", &url]);
+    let e = crate::common::fails(&[
+        "simulate", "--frames", "4", "--height", "16", "--width", "16", "--out", &url,
+    ]);
     assert!(e.contains("read-only"), "{e}");
 }
 
@@ -214,16 +237,30 @@ struct S3Server {
 
 impl S3Server {
     fn start() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = std::process::Command::new("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("moto server (pip install 'moto[server]', see tests/requirements.txt)");
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+                return S3Server {
+                    child,
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                };
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -250,12 +287,23 @@ fn recordings_round_trip_through_s3() {
     ];
     python("s3_bucket.py", &[&server.endpoint, "recordings"]);
     let with_env = |args: &[&str]| {
-        let out = crate::common::tessera().args(args).envs(envs).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        let out = crate::common::tessera()
+            .args(args)
+            .envs(envs)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("local.zarr");
-    let sim = ["simulate", "--frames", "24", "--height", "32", "--width", "40", "--seed", "5", "--chunks", "8,16,16", "--out"];
+    let sim = [
+        "simulate", "--frames", "24", "--height", "32", "--width", "40", "--seed", "5", "--chunks",
+        "8,16,16", "--out",
+    ];
     let (code, _, err) = with_env(&[&sim[..], &["s3://recordings/runs/sim.zarr"]].concat());
     assert_eq!(code, Some(0), "{err}");
     ok(&[&sim[..], &[local.to_str().unwrap()]].concat());
@@ -266,7 +314,8 @@ fn recordings_round_trip_through_s3() {
     let (code, json, err) = with_env(&["inspect", "s3://recordings/runs/sim.zarr", "--json"]);
     assert_eq!(code, Some(0), "{err}");
     let remote: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let local_v: serde_json::Value = serde_json::from_str(&ok(&["inspect", local.to_str().unwrap(), "--json"])).unwrap();
+    let local_v: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", local.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(remote["shape"], local_v["shape"]);
     // Identical pixels: the statistics of the whole movie agree exactly.
     assert_eq!(remote["stats"], local_v["stats"]);

@@ -39,11 +39,23 @@ fn report(label: &str, bytes: u64, boxes: usize, secs: f64) {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
-        What::Read { uri, array, tile, tile_frames } => {
-            let rec = Recording::open(&uri, array.as_deref()).with_context(|| format!("failed to open {uri}"))?;
+        What::Read {
+            uri,
+            array,
+            tile,
+            tile_frames,
+        } => {
+            let rec = Recording::open(&uri, array.as_deref())
+                .with_context(|| format!("failed to open {uri}"))?;
             let shape = rec.shape();
             let item = rec.dtype().size() as u64;
-            println!("{} {} chunks {:?} codecs {}", shape, rec.dtype(), rec.chunks(), rec.codecs().join(" -> "));
+            println!(
+                "{} {} chunks {:?} codecs {}",
+                shape,
+                rec.dtype(),
+                rec.chunks(),
+                rec.codecs().join(" -> ")
+            );
             // Chunk-aligned: whole-field slabs of one chunk row of frames.
             let ct = rec.chunks()[0];
             let started = Instant::now();
@@ -56,7 +68,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 n += 1;
                 t += ct;
             }
-            report("aligned full-field slabs", bytes, n, started.elapsed().as_secs_f64());
+            report(
+                "aligned full-field slabs",
+                bytes,
+                n,
+                started.elapsed().as_secs_f64(),
+            );
             // Unaligned: square tiles offset from the chunk grid, over all frames in blocks.
             let started = Instant::now();
             let (mut bytes, mut n) = (0u64, 0usize);
@@ -67,7 +84,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 while x + tile <= shape.x {
                     let mut t = 17 % shape.t;
                     while t < shape.t {
-                        let b = Box3::within(&shape, t..(t + tile_frames).min(shape.t), y..y + tile, x..x + tile)?;
+                        let b = Box3::within(
+                            &shape,
+                            t..(t + tile_frames).min(shape.t),
+                            y..y + tile,
+                            x..x + tile,
+                        )?;
                         let a = rec.read_box_f32(&b)?;
                         bytes += a.len() as u64 * item;
                         n += 1;
@@ -77,7 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 y += tile;
             }
-            report(&format!("unaligned {tile}x{tile}x{tile_frames} tiles"), bytes, n, started.elapsed().as_secs_f64());
+            report(
+                &format!("unaligned {tile}x{tile}x{tile_frames} tiles"),
+                bytes,
+                n,
+                started.elapsed().as_secs_f64(),
+            );
             Ok(())
         }
     }

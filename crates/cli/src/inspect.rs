@@ -37,7 +37,8 @@ struct Stats {
     mean_image: Quantiles,
     saturation_level: Option<f64>,
     saturation_fraction: f64,
-    noise_median: f64,
+    /// `None` when fewer than 16 consecutive frames could be sampled.
+    noise_median: Option<f64>,
     noise_method: &'static str,
 }
 
@@ -121,11 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .mapv(|v| v / noise_blocks.max(1) as f32)
         .into_iter()
         .collect();
-    let noise_median = if noise_blocks > 0 {
-        quantiles(&mut noise).median
-    } else {
-        f64::NAN
-    };
+    let noise_median = (noise_blocks > 0).then(|| quantiles(&mut noise).median);
     let report = Report {
         location: rec.store().location().to_string(),
         array: rec.array_path().to_string(),
@@ -197,10 +194,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => println!("saturation  n/a (float data)"),
     }
-    println!(
-        "noise       {:.2} (median per-pixel sd, {})",
-        s.noise_median, s.noise_method
-    );
+    match s.noise_median {
+        Some(n) => println!(
+            "noise       {n:.2} (median per-pixel sd, {})",
+            s.noise_method
+        ),
+        None => println!("noise       n/a (fewer than 16 consecutive frames)"),
+    }
     Ok(())
 }
 

@@ -130,7 +130,9 @@ impl Recording {
             }
             None => match node_kind(&store, "/")? {
                 Some(NodeKind::Array) => "/".to_string(),
-                Some(NodeKind::Group) => {
+                // A group, or no root metadata at all (zarr-python can write arrays below a root
+                // without metadata): look for the default array names.
+                root => {
                     let mut found = None;
                     for candidate in DEFAULT_ARRAY_PATHS {
                         let p = normalise_path(candidate);
@@ -139,20 +141,25 @@ impl Recording {
                             break;
                         }
                     }
-                    found.ok_or_else(|| IoError::IsGroup {
-                        location: loc.clone(),
-                        path: "/".into(),
-                        hint: format!(
-                            " and holds none of the default arrays ({}); name the array with --array",
-                            DEFAULT_ARRAY_PATHS.join(", ")
-                        ),
-                    })?
-                }
-                None => {
-                    return Err(IoError::NotZarr {
-                        location: loc,
-                        path: "/".into(),
-                    });
+                    match (found, root) {
+                        (Some(p), _) => p,
+                        (None, Some(_)) => {
+                            return Err(IoError::IsGroup {
+                                location: loc.clone(),
+                                path: "/".into(),
+                                hint: format!(
+                                    " and holds none of the default arrays ({}); name the array with --array",
+                                    DEFAULT_ARRAY_PATHS.join(", ")
+                                ),
+                            });
+                        }
+                        (None, None) => {
+                            return Err(IoError::NotZarr {
+                                location: loc,
+                                path: "/".into(),
+                            });
+                        }
+                    }
                 }
             },
         };

@@ -10,7 +10,10 @@ fn roundtrip<T: Sample + PartialEq + std::fmt::Debug>(name: &str, f: impl Fn(usi
     let shape = Shape3::new(23, 19, 31).unwrap();
     let data = Array3::from_shape_fn((23, 19, 31), |(t, y, x)| f(t * 1000 + y * 37 + x));
     let output = Output::create(&uri, true).unwrap();
-    let options = WriteOptions { chunks: [5, 8, 16], ..WriteOptions::default() };
+    let options = WriteOptions {
+        chunks: [5, 8, 16],
+        ..WriteOptions::default()
+    };
     let mut w = RecordingWriter::<T>::create(&output, shape, &options).unwrap();
     // Uneven appends exercise the chunk-row buffering.
     for (a, b) in [(0, 3), (3, 4), (4, 17), (17, 23)] {
@@ -23,10 +26,18 @@ fn roundtrip<T: Sample + PartialEq + std::fmt::Debug>(name: &str, f: impl Fn(usi
     assert_eq!(rec.chunks(), [5, 8, 16]);
     assert_eq!(rec.read_box_as::<T>(&shape.full_box()).unwrap(), data);
     // Unaligned boxes equal the same slice of the whole.
-    for (t, y, x) in [(1..22, 3..18, 5..30), (4..6, 7..9, 15..17), (22..23, 0..19, 30..31)] {
+    for (t, y, x) in [
+        (1..22, 3..18, 5..30),
+        (4..6, 7..9, 15..17),
+        (22..23, 0..19, 30..31),
+    ] {
         let b = Box3::within(&shape, t.clone(), y.clone(), x.clone()).unwrap();
         let got = rec.read_box_as::<T>(&b).unwrap();
-        let want = data.slice(s![t.start as usize..t.end as usize, y.start as usize..y.end as usize, x.start as usize..x.end as usize]);
+        let want = data.slice(s![
+            t.start as usize..t.end as usize,
+            y.start as usize..y.end as usize,
+            x.start as usize..x.end as usize
+        ]);
         assert_eq!(got, want, "{name} box {b}");
     }
 }
@@ -57,8 +68,18 @@ fn f32_reads_convert_every_type() {
     output.finish().unwrap();
     let rec = Recording::open(uri, Some("movie")).unwrap();
     assert_eq!(rec.dtype(), Dtype::Int16);
-    assert_eq!(rec.read_box_f32(&shape.full_box()).unwrap(), data.mapv(f32::from));
-    assert!(rec.read_box_f32(&Box3 { t: 0..5, y: 0..4, x: 0..4 }).is_err());
+    assert_eq!(
+        rec.read_box_f32(&shape.full_box()).unwrap(),
+        data.mapv(f32::from)
+    );
+    assert!(
+        rec.read_box_f32(&Box3 {
+            t: 0..5,
+            y: 0..4,
+            x: 0..4
+        })
+        .is_err()
+    );
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Times frame rendering alone: `cargo run --release -p tessera-kernels --example render_speed [frames]`.
 fn main() {
-    let frames: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(600);
+    let frames: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(600);
     let mut c = tessera_kernels::sim::SimConfig::preset("base").expect("preset");
     c.frames = frames;
     let t0 = std::time::Instant::now();
@@ -15,5 +18,8 @@ fn main() {
         start += 64;
     }
     let render = t1.elapsed().as_secs_f64();
-    println!("setup {setup:.2} s, render {frames} frames {render:.2} s ({:.1} ms/frame/core-pair), checksum {checksum}", 1e3 * render / frames as f64);
+    println!(
+        "setup {setup:.2} s, render {frames} frames {render:.2} s ({:.1} ms/frame/core-pair), checksum {checksum}",
+        1e3 * render / frames as f64
+    );
 }
