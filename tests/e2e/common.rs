@@ -80,3 +80,69 @@ pub fn read_raw_u16(path: &Path) -> Vec<u16> {
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
         .collect()
 }
+
+/// A server process on 127.0.0.1 (a test's other side), killed when dropped.
+pub struct LocalServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl LocalServer {
+    /// Starts `cmd` (which must listen on `port`) and waits until the port accepts connections.
+    fn start(mut cmd: Command, port: u16, what: &str) -> LocalServer {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return LocalServer { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not start on port {port}");
+    }
+
+    /// A static file server with HTTP Range support serving `dir`.
+    pub fn range_http(dir: &Path) -> LocalServer {
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/python/range_http_server.py"))
+            .arg(port.to_string())
+            .arg(dir);
+        LocalServer::start(cmd, port, "range_http_server.py")
+    }
+
+    /// A moto S3 server (installed by scripts/test.sh from tests/requirements.txt).
+    pub fn moto_s3() -> LocalServer {
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        LocalServer::start(cmd, port, "moto S3 server")
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

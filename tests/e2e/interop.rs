@@ -5,7 +5,7 @@ use std::path::Path;
 use tessera_core::{Box3, Dtype};
 use tessera_io::Recording;
 
-use crate::common::{ok, python, read_raw_u16};
+use crate::common::{LocalServer, ok, python, read_raw_u16};
 
 fn raw_as_f32(path: &Path, dtype: Dtype) -> Vec<f32> {
     let b = std::fs::read(path).unwrap();
@@ -154,45 +154,6 @@ fn recordings_written_by_tessera_read_identically_in_zarr_python() {
     );
 }
 
-/// A static HTTP server with Range support on 127.0.0.1 serving `dir`, stopped on drop.
-struct HttpServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let script = crate::common::repo_root().join("tests/python/range_http_server.py");
-        let child = std::process::Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return HttpServer { child, port };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("range_http_server.py did not start on port {port}");
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn recordings_read_over_http_equal_local_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,7 +171,7 @@ fn recordings_read_over_http_equal_local_reads() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let server = HttpServer::start(dir.path());
+    let server = LocalServer::range_http(dir.path());
     let url = format!("http://127.0.0.1:{}/web.zarr", server.port);
     let local = Recording::open(out.to_str().unwrap(), None).unwrap();
     let remote = Recording::open(&url, None).unwrap();
@@ -229,63 +190,18 @@ fn recordings_read_over_http_equal_local_reads() {
     assert!(e.contains("read-only"), "{e}");
 }
 
-/// A moto S3 server on 127.0.0.1, stopped on drop.
-struct S3Server {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl S3Server {
-    fn start() -> S3Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto server (pip install 'moto[server]', see tests/requirements.txt)");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return S3Server {
-                    child,
-                    endpoint: format!("http://127.0.0.1:{port}"),
-                };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("moto server did not start on port {port}");
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn recordings_round_trip_through_s3() {
-    let server = S3Server::start();
+    let server = LocalServer::moto_s3();
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
     let envs = [
-        ("AWS_ENDPOINT", server.endpoint.as_str()),
+        ("AWS_ENDPOINT", endpoint.as_str()),
         ("AWS_ALLOW_HTTP", "true"),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
         ("AWS_REGION", "us-east-1"),
     ];
-    python("s3_bucket.py", &[&server.endpoint, "recordings"]);
+    python("s3_bucket.py", &[&endpoint, "recordings"]);
     let with_env = |args: &[&str]| {
         let out = crate::common::tessera()
             .args(args)
