@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod evaluate;
 mod ingest;
 mod inspect;
 mod progress;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Measure throughput (see docs/BENCHMARKS.md).
     Bench(bench::Args),
+    /// Score ROIs against ground truth (neurofinder, CaImAn, IoU >= 0.5 and IoU + trace conventions).
+    Evaluate(evaluate::Args),
     /// Convert a multi-page TIFF/BigTIFF or a folder of TIFF frames into a Zarr v3 recording.
     Ingest(ingest::Args),
     /// Describe a recording: shape, dtype, chunks, codecs, metadata and quick statistics.
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Bench(a) => bench::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Simulate(a) => simulate::run(a),

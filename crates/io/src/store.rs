@@ -138,6 +138,53 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Reads a whole (small) array of any rank, e.g. a ground-truth table. `T` must match its type.
+    pub fn read_array<T: zarrs::array::ElementOwned>(
+        &self,
+        path: &str,
+    ) -> Result<ndarray::ArrayD<T>, IoError> {
+        let p = format!("/{}", path.trim_matches('/'));
+        let fail = |reason: String| IoError::Read {
+            location: self.location.to_string(),
+            path: p.clone(),
+            what: "array".into(),
+            reason,
+        };
+        let array =
+            zarrs::array::Array::open(self.storage.clone(), &p).map_err(|e| fail(e.to_string()))?;
+        array
+            .retrieve_array_subset::<ndarray::ArrayD<T>>(&array.subset_all())
+            .map_err(|e| fail(e.to_string()))
+    }
+
+    /// Reads the attributes of the array or group at `path` (`None` when nothing is there).
+    pub fn attributes(
+        &self,
+        path: &str,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, IoError> {
+        let dir = path.trim_matches('/');
+        let key = if dir.is_empty() {
+            "zarr.json".to_string()
+        } else {
+            format!("{dir}/zarr.json")
+        };
+        let Some(bytes) = self.get(&key)? else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| IoError::Read {
+            location: self.location.to_string(),
+            path: path.to_string(),
+            what: "zarr.json".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(v.get("attributes")
+            .and_then(|a| a.as_object())
+            .cloned()
+            .or_else(|| Some(serde_json::Map::new())))
+    }
+}
+
 fn object_store_adapter(
     store: Arc<dyn ObjectStore>,
     prefix: &str,

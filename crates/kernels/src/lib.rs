@@ -5,10 +5,12 @@
 //! Parallelism is data-parallel through rayon.
 //!
 //! - [`sim`]: the ground-truth simulator;
+//! - [`metrics`]: accuracy against ground truth in the field's four matching conventions;
 //! - [`stats`]: summary images and per-pixel noise that add up across time chunks;
 //! - [`rng`]: the value-stable random streams the simulator draws from.
 
 mod error;
+pub mod metrics;
 pub mod rng;
 pub mod sim;
 pub mod stats;

@@ -1,0 +1,188 @@
+//! `tessera evaluate`: score ROIs (and traces) against ground truth in the field's conventions.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use ndarray::{Array2, Ix1, Ix2};
+use serde::Serialize;
+use tessera_core::regions_from_json;
+use tessera_io::{Location, Store};
+use tessera_kernels::metrics::{
+    RoiMask, Score, pearson, score_caiman, score_iou, score_iou_trace, score_neurofinder,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Ground truth: a neurofinder regions JSON file, or a tessera simulation (its ground_truth group).
+    #[arg(long)]
+    pub truth: String,
+    /// The segmentation to score: a neurofinder regions JSON file, or a tessera simulation.
+    #[arg(long)]
+    pub estimate: String,
+    /// Neurofinder's centroid distance threshold in pixels.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_distance: f64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// ROIs with optional traces (rows match ROIs).
+struct Rois {
+    masks: Vec<RoiMask>,
+    traces: Option<Array2<f32>>,
+}
+
+fn load(source: &str) -> anyhow::Result<Rois> {
+    let path = Path::new(source);
+    if path.is_file() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {source}"))?;
+        let regions = regions_from_json(&text)
+            .with_context(|| format!("{source} is not neurofinder regions JSON"))?;
+        return Ok(Rois {
+            masks: regions.iter().map(RoiMask::from_region).collect(),
+            traces: None,
+        });
+    }
+    let location = Location::parse(source)?;
+    if let Location::File(p) = &location
+        && !p.exists()
+    {
+        bail!("{source}: no such file or directory");
+    }
+    let store = Store::open(&location)?;
+    let Some(attrs) = store.attributes("ground_truth/footprints")? else {
+        bail!(
+            "{source} is neither a regions JSON file nor a tessera simulation (no ground_truth/footprints)"
+        );
+    };
+    let width = attrs
+        .get("width")
+        .and_then(serde_json::Value::as_u64)
+        .context("ground_truth/footprints has no width attribute")? as u32;
+    let cell = store
+        .read_array::<u32>("ground_truth/footprints/cell")?
+        .into_dimensionality::<Ix1>()?;
+    let pixel = store
+        .read_array::<u32>("ground_truth/footprints/pixel")?
+        .into_dimensionality::<Ix1>()?;
+    let weight = store
+        .read_array::<f32>("ground_truth/footprints/weight")?
+        .into_dimensionality::<Ix1>()?;
+    let traces = store
+        .read_array::<f32>("ground_truth/fluorescence")?
+        .into_dimensionality::<Ix2>()?;
+    let mut masks = vec![RoiMask::default(); traces.nrows()];
+    for ((&c, &p), &w) in cell.iter().zip(pixel.iter()).zip(weight.iter()) {
+        let m = masks.get_mut(c as usize).with_context(|| {
+            format!(
+                "{source}: footprint of cell {c} beyond the traces' {} rows",
+                traces.nrows()
+            )
+        })?;
+        m.pixels.push([p / width, p % width]);
+        m.weights.push(w);
+    }
+    Ok(Rois {
+        masks,
+        traces: Some(traces),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    truth: String,
+    estimate: String,
+    scores: Vec<Score>,
+    /// Mean Pearson correlation of matched traces (IoU >= 0.5 matches), when both sides have traces.
+    matched_trace_correlation: Option<f64>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let truth =
+        load(&args.truth).with_context(|| format!("failed to load ground truth {}", args.truth))?;
+    let est = load(&args.estimate)
+        .with_context(|| format!("failed to load estimate {}", args.estimate))?;
+    let mut scores = vec![
+        score_neurofinder(&truth.masks, &est.masks, args.max_distance),
+        score_caiman(&truth.masks, &est.masks, 10.0, 0.7),
+        score_iou(&truth.masks, &est.masks, 0.5),
+    ];
+    let mut matched_trace_correlation = None;
+    if let (Some(tt), Some(et)) = (&truth.traces, &est.traces) {
+        if tt.ncols() != et.ncols() {
+            bail!(
+                "traces differ in length: {} frames in the truth, {} in the estimate",
+                tt.ncols(),
+                et.ncols()
+            );
+        }
+        let s = score_iou_trace(&truth.masks, &est.masks, tt.view(), et.view(), 0.5, 0.5);
+        let iou_pairs = &scores[2].pairs;
+        if !iou_pairs.is_empty() {
+            let sum: f64 = iou_pairs
+                .iter()
+                .map(|p| pearson(tt.row(p.truth), et.row(p.estimate)))
+                .sum();
+            matched_trace_correlation = Some(sum / iou_pairs.len() as f64);
+        }
+        scores.push(s);
+    }
+    let report = Report {
+        truth: args.truth.clone(),
+        estimate: args.estimate.clone(),
+        scores,
+        matched_trace_correlation,
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        // Pairs are long; keep them in JSON but after the summary fields (serde keeps order).
+        if let Some(scores) = v.get_mut("scores").and_then(|s| s.as_array_mut()) {
+            for s in scores {
+                if let Some(obj) = s.as_object_mut()
+                    && let Some(pairs) = obj.remove("pairs")
+                {
+                    obj.insert("pairs".into(), pairs);
+                }
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("truth     {} ({} ROIs)", report.truth, truth.masks.len());
+    println!("estimate  {} ({} ROIs)", report.estimate, est.masks.len());
+    println!(
+        "{:<14} {:>5} {:>7} {:>9} {:>7}   match rule",
+        "convention", "TP", "recall", "precision", "F1"
+    );
+    for s in &report.scores {
+        let rule = match s.convention {
+            tessera_kernels::metrics::Convention::Neurofinder => {
+                format!("centroids < {} px, greedy", args.max_distance)
+            }
+            tessera_kernels::metrics::Convention::Caiman => {
+                "Hungarian, 1 - IoU < 0.7, centroids <= 10 px".into()
+            }
+            tessera_kernels::metrics::Convention::Iou50 => "Hungarian, IoU >= 0.5".into(),
+            tessera_kernels::metrics::Convention::IouTrace => {
+                "Hungarian, IoU > 0.5 and trace r > 0.5".into()
+            }
+        };
+        println!(
+            "{:<14} {:>5} {:>7.3} {:>9.3} {:>7.3}   {rule}",
+            serde_json::to_value(s.convention)?.as_str().unwrap_or("?"),
+            s.true_positives,
+            s.recall,
+            s.precision,
+            s.f1
+        );
+        if let (Some(i), Some(e)) = (s.inclusion, s.exclusion) {
+            println!("{:<14} inclusion {i:.3}, exclusion {e:.3}", "");
+        }
+    }
+    if let Some(c) = report.matched_trace_correlation {
+        println!("matched trace correlation (IoU >= 0.5 pairs): {c:.3}");
+    }
+    Ok(())
+}
