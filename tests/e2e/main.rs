@@ -9,4 +9,5 @@ mod common;
 mod evaluate;
 mod ingest;
 mod interop;
+mod register;
 mod simulate;

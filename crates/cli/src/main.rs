@@ -9,6 +9,7 @@ mod evaluate;
 mod ingest;
 mod inspect;
 mod progress;
+mod register;
 mod simulate;
 
 /// tessera: scalable, reproducible analysis of calcium and voltage imaging recordings.
@@ -29,6 +30,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Describe a recording: shape, dtype, chunks, codecs, metadata and quick statistics.
     Inspect(inspect::Args),
+    /// Rigid motion correction (phase correlation) of a recording.
+    Register(register::Args),
     /// Generate a simulated recording with ground truth.
     Simulate(simulate::Args),
 }
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Register(a) => register::run(a),
         Command::Simulate(a) => simulate::run(a),
     };
     match result {

@@ -68,12 +68,18 @@ pub trait Sample:
     + 'static
 {
     const DTYPE: Dtype;
+    /// Converts a computed value: rounded to nearest and saturated for integer types (NaN -> 0).
+    fn from_f32(v: f32) -> Self;
 }
 
 macro_rules! sample {
     ($t:ty, $d:expr) => {
         impl Sample for $t {
             const DTYPE: Dtype = $d;
+            fn from_f32(v: f32) -> Self {
+                // `as` from float saturates at the type's bounds and maps NaN to 0.
+                v.round() as $t
+            }
         }
     };
 }
@@ -85,8 +91,20 @@ sample!(i8, Dtype::Int8);
 sample!(i16, Dtype::Int16);
 sample!(i32, Dtype::Int32);
 sample!(i64, Dtype::Int64);
-sample!(f32, Dtype::Float32);
-sample!(f64, Dtype::Float64);
+
+impl Sample for f32 {
+    const DTYPE: Dtype = Dtype::Float32;
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Sample for f64 {
+    const DTYPE: Dtype = Dtype::Float64;
+    fn from_f32(v: f32) -> Self {
+        f64::from(v)
+    }
+}
 
 type DynArray = Array<dyn ReadableWritableListableStorageTraits>;
 

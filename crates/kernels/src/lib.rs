@@ -5,12 +5,14 @@
 //! Parallelism is data-parallel through rayon.
 //!
 //! - [`sim`]: the ground-truth simulator;
+//! - [`register`]: rigid motion correction by phase correlation;
 //! - [`metrics`]: accuracy against ground truth in the field's four matching conventions;
 //! - [`stats`]: summary images and per-pixel noise that add up across time chunks;
 //! - [`rng`]: the value-stable random streams the simulator draws from.
 
 mod error;
 pub mod metrics;
+pub mod register;
 pub mod rng;
 pub mod sim;
 pub mod stats;

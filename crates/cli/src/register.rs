@@ -1,0 +1,197 @@
+//! `tessera register`: rigid motion correction of a recording, streamed one chunk-row at a time.
+//!
+//! Output group:
+//! ```text
+//! <out>/movie                     registered (t, y, x), the input's integer type (rounded) or float32
+//! <out>/registration/shifts       (t, 2) float32: (dy, dx) displacement of each input frame
+//! <out>/registration/peak         (t,) float32 phase-correlation peak
+//! <out>/registration/clipped      (t,) uint8: 1 where the shift hit --max-shift
+//! <out>/registration/template     (y, x) float32
+//! ```
+
+use anyhow::Context;
+use ndarray::{Array1, Array2, Array3, Axis};
+use rayon::prelude::*;
+use serde_json::json;
+use tessera_core::{Box3, Dtype};
+use tessera_io::{Output, Recording, RecordingWriter, Sample, WriteOptions};
+use tessera_kernels::register::{FrameShift, RigidParams, RigidRegistration, shift_frame};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Recording to register.
+    pub uri: String,
+    #[arg(long)]
+    pub array: Option<String>,
+    /// Output location.
+    #[arg(short, long)]
+    pub out: String,
+    /// Largest shift searched, in pixels.
+    #[arg(long, default_value_t = RigidParams::default().max_shift_px)]
+    pub max_shift: f64,
+    /// Frames sampled to build the template.
+    #[arg(long, default_value_t = RigidParams::default().template_frames)]
+    pub template_frames: usize,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Up to `wanted` frames for the template, in 8 contiguous runs spread over the movie (each run
+/// starts at a chunk boundary, so every chunk row is decoded once).
+fn template_sample(rec: &Recording, wanted: usize) -> anyhow::Result<Array3<f32>> {
+    let shape = rec.shape();
+    let ct = rec.chunks()[0];
+    let runs = 8u64.min(shape.t.div_ceil(ct)).max(1);
+    let per_run = (wanted as u64).div_ceil(runs).max(1);
+    let mut blocks = Vec::new();
+    let mut last_end = 0;
+    for i in 0..runs {
+        let start = ((shape.t - per_run.min(shape.t)) * i / (runs - 1).max(1)) / ct * ct;
+        let start = start.max(last_end);
+        let end = (start + per_run).min(shape.t);
+        if start >= end {
+            continue;
+        }
+        last_end = end;
+        blocks.push(rec.read_box_f32(&Box3::within(
+            &shape,
+            start..end,
+            0..shape.y,
+            0..shape.x,
+        )?)?);
+    }
+    let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
+    Ok(ndarray::concatenate(Axis(0), &views)?)
+}
+
+fn register_into<T: Sample>(
+    rec: &Recording,
+    reg: &RigidRegistration,
+    output: &Output,
+    options: &WriteOptions,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<FrameShift>> {
+    let shape = rec.shape();
+    let mut writer = RecordingWriter::<T>::create(output, shape, options)?;
+    let ct = rec.chunks()[0].max(1);
+    let mut shifts = Vec::with_capacity(shape.t as usize);
+    let mut t = 0;
+    while t < shape.t {
+        let end = (t + ct).min(shape.t);
+        let block = rec
+            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
+            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+        let s = reg.estimate_all(block.view());
+        let frames: Vec<Array2<T>> = (0..block.len_of(Axis(0)))
+            .into_par_iter()
+            .map(|i| shift_frame(block.index_axis(Axis(0), i), s[i].dy, s[i].dx).mapv(T::from_f32))
+            .collect();
+        let views: Vec<_> = frames
+            .iter()
+            .map(|f| f.view().insert_axis(Axis(0)))
+            .collect();
+        writer.append(ndarray::concatenate(Axis(0), &views)?.view())?;
+        shifts.extend(s);
+        bar.set_position(end);
+        t = end;
+    }
+    writer.finish()?;
+    Ok(shifts)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let rec = Recording::open(&args.uri, args.array.as_deref())
+        .with_context(|| format!("failed to open recording {}", args.uri))?;
+    let shape = rec.shape();
+    let params = RigidParams {
+        max_shift_px: args.max_shift,
+        template_frames: args.template_frames,
+        ..RigidParams::default()
+    };
+    let started = std::time::Instant::now();
+    let sample = template_sample(&rec, params.template_frames)?;
+    let reg = RigidRegistration::from_movie(sample.view(), params.clone())?;
+    let output = Output::create(&args.out, args.overwrite)
+        .with_context(|| format!("cannot write to {}", args.out))?;
+    let mut root = serde_json::Map::new();
+    root.insert(
+        "tessera".into(),
+        json!({"kind": "registration", "movie": "movie", "input": args.uri, "method": "rigid phase correlation", "params": params}),
+    );
+    output.write_group(root)?;
+    let mut meta = rec.meta().clone();
+    meta.source = Some(format!("tessera register {}", args.uri));
+    let options = WriteOptions {
+        chunks: rec.chunks(),
+        overwrite: args.overwrite,
+        meta,
+        ..WriteOptions::default()
+    };
+    let bar = crate::progress::frames(shape.t, "register");
+    let shifts = match rec.dtype() {
+        Dtype::Uint8 => register_into::<u8>(&rec, &reg, &output, &options, &bar),
+        Dtype::Uint16 => register_into::<u16>(&rec, &reg, &output, &options, &bar),
+        Dtype::Uint32 => register_into::<u32>(&rec, &reg, &output, &options, &bar),
+        Dtype::Uint64 => register_into::<u64>(&rec, &reg, &output, &options, &bar),
+        Dtype::Int8 => register_into::<i8>(&rec, &reg, &output, &options, &bar),
+        Dtype::Int16 => register_into::<i16>(&rec, &reg, &output, &options, &bar),
+        Dtype::Int32 => register_into::<i32>(&rec, &reg, &output, &options, &bar),
+        Dtype::Int64 => register_into::<i64>(&rec, &reg, &output, &options, &bar),
+        Dtype::Float32 | Dtype::Float64 => {
+            register_into::<f32>(&rec, &reg, &output, &options, &bar)
+        }
+    }
+    .with_context(|| format!("failed to register {}", args.uri))?;
+    bar.finish_and_clear();
+    output.write_group_at("registration", serde_json::Map::new())?;
+    let d = Array2::from_shape_fn((shifts.len(), 2), |(t, a)| {
+        if a == 0 { shifts[t].dy } else { shifts[t].dx }
+    });
+    output.write_array(
+        "registration/shifts",
+        &d.into_dyn(),
+        &["t", "axis"],
+        serde_json::Map::new(),
+    )?;
+    let peak = Array1::from_iter(shifts.iter().map(|s| s.peak));
+    output.write_array(
+        "registration/peak",
+        &peak.into_dyn(),
+        &["t"],
+        serde_json::Map::new(),
+    )?;
+    let clipped = Array1::from_iter(shifts.iter().map(|s| u8::from(s.clipped)));
+    let n_clipped = clipped.iter().filter(|&&c| c == 1).count();
+    output.write_array(
+        "registration/clipped",
+        &clipped.into_dyn(),
+        &["t"],
+        serde_json::Map::new(),
+    )?;
+    output.write_array(
+        "registration/template",
+        &reg.template().clone().into_dyn(),
+        &["y", "x"],
+        serde_json::Map::new(),
+    )?;
+    let location = output.finish()?;
+    let max = shifts
+        .iter()
+        .map(|s| s.dy.hypot(s.dx))
+        .fold(0.0f32, f32::max);
+    println!(
+        "registered {} frames of {}x{} -> {location} in {:.1} s: largest shift {max:.2} px, {n_clipped} frame(s) at the {} px limit",
+        shape.t,
+        shape.y,
+        shape.x,
+        started.elapsed().as_secs_f64(),
+        args.max_shift
+    );
+    if n_clipped > 0 {
+        eprintln!(
+            "warning: {n_clipped} frame(s) hit the shift limit; their motion may be larger (raise --max-shift)"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Motion correction.
+//!
+//! Rigid registration by phase correlation (Kuglin & Hines 1975), as Suite2p does it (Pachitariu et
+//! al. 2017, `registration/rigid.py`):
+//!
+//! ```text
+//! frame'   = taper(frame)                     edges blended into the mean (no wrap-around edges)
+//! R(k)     = F'(k) / |F'(k)| * conj(T(k)) / |T(k)| * G_sigma(k)   whitened cross-power spectrum,
+//!                                                                 smoothed by a Gaussian (sigma 1.15 px)
+//! c(d)     = IFFT(R)(d),  d* = argmax_{|d| <= max_shift} c(d)
+//! d_sub    = d* + parabolic vertex of c along each axis through d*
+//! ```
+//!
+//! `d` is the displacement of the frame's content relative to the template (frame(x) ~ T(x - d)),
+//! so the registered frame is `frame(x + d)` ([`shift_frame`]). The template is built as in Suite2p:
+//! the frame whose 20 best-correlated frames (among up to 200 evenly spaced ones) correlate best, the
+//! mean of those, then refined by registering the sample to it and averaging the best-matching
+//! frames, a few times.
+
+mod fft2;
+
+pub use fft2::Fft2;
+
+use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
+use rayon::prelude::*;
+use rustfft::num_complex::Complex32;
+use serde::{Deserialize, Serialize};
+
+use crate::KernelError;
+
+/// Parameters of rigid registration (defaults follow Suite2p).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RigidParams {
+    /// Largest shift searched, in pixels (Suite2p: 10% of the field; SCIENCE.md: ~10 um).
+    pub max_shift_px: f64,
+    /// Gaussian smoothing of the correlation map, in pixels.
+    pub smooth_sigma: f64,
+    /// Frames sampled (evenly) to build the template.
+    pub template_frames: usize,
+    /// Frames averaged in the initial template.
+    pub seed_frames: usize,
+    /// Refinement passes of the template.
+    pub iterations: usize,
+}
+
+impl Default for RigidParams {
+    fn default() -> Self {
+        RigidParams {
+            max_shift_px: 15.0,
+            smooth_sigma: 1.15,
+            template_frames: 200,
+            seed_frames: 20,
+            iterations: 3,
+        }
+    }
+}
+
+/// The shift estimated for one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameShift {
+    /// Displacement of the frame's content relative to the template, rows then columns.
+    pub dy: f32,
+    pub dx: f32,
+    /// Height of the phase-correlation peak (higher is more confident).
+    pub peak: f32,
+    /// True when the best shift lies on the search limit (the true motion may be larger).
+    pub clipped: bool,
+}
+
+/// A template, prepared for phase correlation against frames of its shape.
+#[derive(Debug, Clone)]
+pub struct RigidRegistration {
+    params: RigidParams,
+    template: Array2<f32>,
+    fft: Fft2,
+    /// conj(T) / |T| * G, ready to multiply.
+    reference: Vec<Complex32>,
+    taper: Array2<f32>,
+    fill: f32,
+}
+
+/// Sigmoid taper: 1 in the interior, falling to 0 over `width` pixels at the edges (Suite2p's
+/// `spatial_taper`).
+fn taper_mask(h: usize, w: usize, width: f32) -> Array2<f32> {
+    let f = |i: usize, n: usize| {
+        let d = (i as f32).min((n - 1 - i) as f32);
+        1.0 / (1.0 + (-(d - width) / (width / 4.0).max(0.5)).exp())
+    };
+    Array2::from_shape_fn((h, w), |(y, x)| f(y, h) * f(x, w))
+}
+
+impl RigidRegistration {
+    /// Prepares `template` (h x w, at least 16 x 16).
+    pub fn new(
+        template: Array2<f32>,
+        params: RigidParams,
+    ) -> Result<RigidRegistration, KernelError> {
+        let (h, w) = template.dim();
+        if h < 16 || w < 16 {
+            return Err(KernelError::Shape(format!(
+                "registration needs frames of at least 16x16, got {h}x{w}"
+            )));
+        }
+        if !(params.max_shift_px >= 0.0 && params.smooth_sigma >= 0.0) {
+            return Err(KernelError::InvalidParameter {
+                name: "max_shift_px",
+                reason: "must be >= 0".into(),
+            });
+        }
+        let fft = Fft2::new(h, w);
+        let fill = template.mean().unwrap_or(0.0);
+        let taper = taper_mask(h, w, (h.min(w) as f32 / 20.0).max(3.0));
+        let tapered = tapered(&template.view(), &taper, fill);
+        let spec = fft.forward(&tapered);
+        let sigma = params.smooth_sigma;
+        let reference = spec
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (ky, kx) = (i / w, i % w);
+                // Frequencies in cycles per pixel, wrapped to [-0.5, 0.5).
+                let fy = if ky <= h / 2 {
+                    ky as f64
+                } else {
+                    ky as f64 - h as f64
+                } / h as f64;
+                let fx = if kx <= w / 2 {
+                    kx as f64
+                } else {
+                    kx as f64 - w as f64
+                } / w as f64;
+                let g = (-2.0 * std::f64::consts::PI.powi(2) * sigma * sigma * (fy * fy + fx * fx))
+                    .exp() as f32;
+                c.conj() / (c.norm() + 1e-5) * g
+            })
+            .collect();
+        Ok(RigidRegistration {
+            params,
+            template,
+            fft,
+            reference,
+            taper,
+            fill,
+        })
+    }
+
+    /// Builds the template from a movie (t, y, x) and prepares it.
+    pub fn from_movie(
+        frames: ArrayView3<f32>,
+        params: RigidParams,
+    ) -> Result<RigidRegistration, KernelError> {
+        let template = build_template(frames, &params)?;
+        RigidRegistration::new(template, params)
+    }
+
+    /// The template frames are registered to.
+    pub fn template(&self) -> &Array2<f32> {
+        &self.template
+    }
+
+    /// Shift of one frame relative to the template.
+    pub fn estimate(&self, frame: ArrayView2<f32>) -> FrameShift {
+        let (h, w) = self.template.dim();
+        let tapered = tapered(&frame, &self.taper, self.fill);
+        let mut spec = self.fft.forward(&tapered);
+        for (s, r) in spec.iter_mut().zip(&self.reference) {
+            *s = *s / (s.norm() + 1e-5) * r;
+        }
+        let cc = self.fft.inverse_real(&spec);
+        let max = self
+            .params
+            .max_shift_px
+            .min((h.min(w) / 2 - 1) as f64)
+            .max(0.0);
+        let m = max.floor() as isize;
+        let at = |dy: isize, dx: isize| {
+            cc[[
+                dy.rem_euclid(h as isize) as usize,
+                dx.rem_euclid(w as isize) as usize,
+            ]]
+        };
+        let mut best = (0isize, 0isize, f32::NEG_INFINITY);
+        for dy in -m..=m {
+            for dx in -m..=m {
+                if ((dy * dy + dx * dx) as f64) > max * max + 1e-9 && max > 0.0 {
+                    continue;
+                }
+                let v = at(dy, dx);
+                if v > best.2 {
+                    best = (dy, dx, v);
+                }
+            }
+        }
+        let (by, bx, peak) = best;
+        let vertex = |a: f32, b: f32, c: f32| {
+            let denom = a - 2.0 * b + c;
+            if denom.abs() < 1e-12 {
+                0.0
+            } else {
+                (0.5 * (a - c) / denom).clamp(-0.5, 0.5)
+            }
+        };
+        let sy = vertex(at(by - 1, bx), peak, at(by + 1, bx));
+        let sx = vertex(at(by, bx - 1), peak, at(by, bx + 1));
+        // Clipped: the best position is on the rim of the search disk (a neighbour lies outside it).
+        let outside = |y: isize, x: isize| ((y * y + x * x) as f64) > max * max + 1e-9;
+        let clipped = max > 0.0 && (outside(by.abs() + 1, bx) || outside(by, bx.abs() + 1));
+        FrameShift {
+            dy: by as f32 + sy,
+            dx: bx as f32 + sx,
+            peak,
+            clipped,
+        }
+    }
+
+    /// Shifts of every frame, in parallel.
+    pub fn estimate_all(&self, frames: ArrayView3<f32>) -> Vec<FrameShift> {
+        let idx: Vec<usize> = (0..frames.len_of(Axis(0))).collect();
+        idx.par_iter()
+            .map(|&t| self.estimate(frames.index_axis(Axis(0), t)))
+            .collect()
+    }
+}
+
+/// `frame * taper + fill * (1 - taper)`.
+fn tapered(frame: &ArrayView2<f32>, taper: &Array2<f32>, fill: f32) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros(frame.dim());
+    ndarray::Zip::from(&mut out)
+        .and(frame)
+        .and(taper)
+        .for_each(|o, &v, &m| *o = v * m + fill * (1.0 - m));
+    out
+}
+
+/// The registered frame `out(y, x) = frame(y + dy, x + dx)` (bilinear; edges replicated).
+pub fn shift_frame(frame: ArrayView2<f32>, dy: f32, dx: f32) -> Array2<f32> {
+    let (h, w) = frame.dim();
+    let (iy, fy) = (dy.floor() as isize, dy - dy.floor());
+    let (ix, fx) = (dx.floor() as isize, dx - dx.floor());
+    let cy = |v: isize| v.clamp(0, h as isize - 1) as usize;
+    let cx = |v: isize| v.clamp(0, w as isize - 1) as usize;
+    Array2::from_shape_fn((h, w), |(y, x)| {
+        let (y0, y1) = (cy(y as isize + iy), cy(y as isize + iy + 1));
+        let (x0, x1) = (cx(x as isize + ix), cx(x as isize + ix + 1));
+        let top = frame[[y0, x0]] * (1.0 - fx) + frame[[y0, x1]] * fx;
+        let bottom = frame[[y1, x0]] * (1.0 - fx) + frame[[y1, x1]] * fx;
+        top * (1.0 - fy) + bottom * fy
+    })
+}
+
+/// Suite2p-style template: seed from the best-correlated frames, then refine.
+pub fn build_template(
+    frames: ArrayView3<f32>,
+    params: &RigidParams,
+) -> Result<Array2<f32>, KernelError> {
+    let (t, h, w) = frames.dim();
+    if t == 0 {
+        return Err(KernelError::Shape(
+            "cannot build a template from zero frames".into(),
+        ));
+    }
+    let n = params.template_frames.clamp(1, t);
+    let picks: Vec<usize> = (0..n).map(|i| i * t / n).collect();
+    // Correlations between sampled frames, on 2x-binned, mean-subtracted, unit-norm frames.
+    let binned: Vec<Vec<f32>> = picks
+        .par_iter()
+        .map(|&i| {
+            let f = frames.index_axis(Axis(0), i);
+            let (bh, bw) = (h / 2, w / 2);
+            let mut v: Vec<f32> = (0..bh * bw)
+                .map(|p| {
+                    let (y, x) = (2 * (p / bw), 2 * (p % bw));
+                    f[[y, x]] + f[[y + 1, x]] + f[[y, x + 1]] + f[[y + 1, x + 1]]
+                })
+                .collect();
+            let mean = v.iter().sum::<f32>() / v.len().max(1) as f32;
+            let norm = v
+                .iter()
+                .map(|x| (x - mean) * (x - mean))
+                .sum::<f32>()
+                .sqrt()
+                .max(1e-12);
+            v.iter_mut().for_each(|x| *x = (*x - mean) / norm);
+            v
+        })
+        .collect();
+    let corr: Vec<Vec<f32>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            (0..n)
+                .map(|j| binned[i].iter().zip(&binned[j]).map(|(a, b)| a * b).sum())
+                .collect()
+        })
+        .collect();
+    let k = params.seed_frames.clamp(1, n);
+    let top_k = |row: &Vec<f32>| {
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        idx.truncate(k);
+        idx
+    };
+    let seed = (0..n)
+        .max_by(|&a, &b| {
+            let sa: f32 = top_k(&corr[a]).iter().map(|&j| corr[a][j]).sum();
+            let sb: f32 = top_k(&corr[b]).iter().map(|&j| corr[b][j]).sum();
+            sa.total_cmp(&sb).then(b.cmp(&a))
+        })
+        .unwrap_or(0);
+    let mut template = Array2::<f32>::zeros((h, w));
+    let members = top_k(&corr[seed]);
+    for &j in &members {
+        template += &frames.index_axis(Axis(0), picks[j]);
+    }
+    template /= members.len() as f32;
+    // Refinement: register the sample, average the best-matching half of it, shifted into place.
+    for _ in 0..params.iterations {
+        let reg = RigidRegistration::new(template.clone(), params.clone())?;
+        let sample = frames.select(Axis(0), &picks);
+        let shifts = reg.estimate_all(sample.view());
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| shifts[b].peak.total_cmp(&shifts[a].peak).then(a.cmp(&b)));
+        order.truncate((n / 2).max(1));
+        let shifted: Vec<Array2<f32>> = order
+            .par_iter()
+            .map(|&j| shift_frame(sample.index_axis(Axis(0), j), shifts[j].dy, shifts[j].dx))
+            .collect();
+        let mut next = Array2::<f32>::zeros((h, w));
+        for f in &shifted {
+            next += f;
+        }
+        next /= shifted.len() as f32;
+        template = next;
+    }
+    Ok(template)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+use ndarray::{Array2, Array3, Axis};
+
+use super::*;
+use crate::rng::Rng;
+use crate::sim::{SimConfig, Simulation};
+
+/// A smooth textured image: Gaussian blobs of several sizes, evaluated analytically so it can be
+/// rendered at any sub-pixel offset without interpolation error.
+fn blobs(h: usize, w: usize, dy: f64, dx: f64, seed: u64) -> Array2<f32> {
+    let mut r = Rng::new(seed, 0);
+    let spots: Vec<(f64, f64, f64, f64)> = (0..400)
+        .map(|_| {
+            (
+                r.range(0.0, h as f64),
+                r.range(0.0, w as f64),
+                r.range(1.0, 4.0),
+                r.range(20.0, 100.0),
+            )
+        })
+        .collect();
+    Array2::from_shape_fn((h, w), |(y, x)| {
+        let (y, x) = (y as f64 - dy, x as f64 - dx);
+        let v: f64 = spots
+            .iter()
+            .map(|&(cy, cx, s, a)| {
+                a * (-((y - cy).powi(2) + (x - cx).powi(2)) / (2.0 * s * s)).exp()
+            })
+            .sum();
+        (100.0 + v) as f32
+    })
+}
+
+#[test]
+fn recovers_known_subpixel_shifts() {
+    let template = blobs(96, 112, 0.0, 0.0, 1);
+    let reg = RigidRegistration::new(template, RigidParams::default()).unwrap();
+    for (dy, dx) in [
+        (0.0, 0.0),
+        (3.25, -2.5),
+        (-7.6, 4.1),
+        (0.4, 0.7),
+        (11.0, -9.3),
+    ] {
+        let frame = blobs(96, 112, dy, dx, 1);
+        let s = reg.estimate(frame.view());
+        assert!(
+            (f64::from(s.dy) - dy).abs() < 0.15 && (f64::from(s.dx) - dx).abs() < 0.15,
+            "({dy}, {dx}) -> {s:?}"
+        );
+        assert!(!s.clipped);
+    }
+}
+
+#[test]
+fn shifts_at_the_limit_are_reported_clipped() {
+    let template = blobs(96, 96, 0.0, 0.0, 2);
+    let params = RigidParams {
+        max_shift_px: 4.0,
+        ..RigidParams::default()
+    };
+    let reg = RigidRegistration::new(template, params).unwrap();
+    let s = reg.estimate(blobs(96, 96, 9.0, 0.0, 2).view());
+    assert!(s.clipped, "{s:?}");
+    assert!(!reg.estimate(blobs(96, 96, 1.0, 1.0, 2).view()).clipped);
+}
+
+#[test]
+fn shift_frame_undoes_integer_and_subpixel_shifts() {
+    let base = blobs(64, 64, 0.0, 0.0, 3);
+    let moved = blobs(64, 64, 2.0, -3.0, 3);
+    let back = shift_frame(moved.view(), 2.0, -3.0);
+    // Away from the replicated edges the integer shift is exact.
+    for y in 5..58 {
+        for x in 5..58 {
+            assert!((back[[y, x]] - base[[y, x]]).abs() < 1e-3);
+        }
+    }
+    // Sub-pixel shifts are bilinear: compare with the formula written out.
+    let (dy, dx) = (0.3f32, -1.75f32);
+    let got = shift_frame(base.view(), dy, dx);
+    for y in 3..60usize {
+        for x in 3..60usize {
+            let (sy, sx) = (y as f32 + dy, x as f32 + dx);
+            let (y0, x0) = (sy.floor() as usize, sx.floor() as usize);
+            let (ty, tx) = (sy - sy.floor(), sx - sx.floor());
+            let want = base[[y0, x0]] * (1.0 - ty) * (1.0 - tx)
+                + base[[y0, x0 + 1]] * (1.0 - ty) * tx
+                + base[[y0 + 1, x0]] * ty * (1.0 - tx)
+                + base[[y0 + 1, x0 + 1]] * ty * tx;
+            assert!((got[[y, x]] - want).abs() < 1e-3, "({y}, {x})");
+        }
+    }
+}
+
+#[test]
+fn tracks_simulated_motion() {
+    let mut c = SimConfig::preset("large-motion").unwrap();
+    c.frames = 300;
+    c.height = 128;
+    c.width = 128;
+    c.seed = 21;
+    let sim = Simulation::new(c).unwrap();
+    let movie: Array3<f32> = sim.render(0, 300).mapv(f32::from);
+    let truth = sim.ground_truth().motion;
+    let reg = RigidRegistration::from_movie(movie.view(), RigidParams::default()).unwrap();
+    let est = reg.estimate_all(movie.view());
+    // The template sits at some offset of its own: compare after removing the mean difference.
+    let diff = |a: usize| -> Vec<f64> {
+        est.iter()
+            .zip(truth.axis_iter(Axis(0)))
+            .map(|(e, t)| f64::from(if a == 0 { e.dy } else { e.dx }) - f64::from(t[a]))
+            .collect()
+    };
+    for axis in 0..2 {
+        let d = diff(axis);
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        let rms = (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d.len() as f64).sqrt();
+        let motion_rms = (truth
+            .column(axis)
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            / 300.0)
+            .sqrt();
+        assert!(
+            rms < 0.3,
+            "axis {axis}: residual rms {rms} px against motion rms {motion_rms}"
+        );
+    }
+    assert!(est.iter().all(|s| !s.clipped));
+}
+
+#[test]
+fn rejects_tiny_frames() {
+    assert!(RigidRegistration::new(Array2::zeros((8, 40)), RigidParams::default()).is_err());
+    assert!(
+        build_template(
+            Array3::<f32>::zeros((0, 20, 20)).view(),
+            &RigidParams::default()
+        )
+        .is_err()
+    );
+}
