@@ -6,6 +6,7 @@
 mod architecture;
 mod bad_input;
 mod common;
+mod deconvolve;
 mod evaluate;
 mod ingest;
 mod interop;

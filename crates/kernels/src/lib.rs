@@ -6,10 +6,12 @@
 //!
 //! - [`sim`]: the ground-truth simulator;
 //! - [`register`]: rigid motion correction by phase correlation;
+//! - [`deconv`]: spike inference (OASIS, AR(1));
 //! - [`metrics`]: accuracy against ground truth in the field's four matching conventions;
 //! - [`stats`]: summary images and per-pixel noise that add up across time chunks;
 //! - [`rng`]: the value-stable random streams the simulator draws from.
 
+pub mod deconv;
 mod error;
 pub mod metrics;
 pub mod register;
