@@ -245,6 +245,7 @@ mod tests {
 
     /// Slow reference: coordinate descent on the spikes of `c = K s` (K_{t,j} = g^{t-j}), s >= 0,
     /// objective 1/2 ||K s - y||^2 + lambda sum(s).
+    #[allow(clippy::needless_range_loop)] // written as the formula reads
     fn reference(y: &[f64], g: f64, lambda: f64) -> Vec<f64> {
         let n = y.len();
         let k = |t: usize, j: usize| if t >= j { g.powi((t - j) as i32) } else { 0.0 };
