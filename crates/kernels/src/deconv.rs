@@ -63,18 +63,18 @@ pub fn oasis_ar1(y: &[f64], g: f64, lambda: f64, s_min: f64) -> (Vec<f64>, Vec<f
     let mut w: Vec<f64> = Vec::with_capacity(n);
     let mut start: Vec<usize> = Vec::with_capacity(n);
     let mut len: Vec<usize> = Vec::with_capacity(n);
-    // g^k and g^(2k) for pool lengths, cached.
+    // g^k for pool lengths, cached.
     let mut gp = vec![1.0f64; n + 1];
     for k in 1..=n {
         gp[k] = gp[k - 1] * g;
     }
-    for t in 0..n {
+    for (t, &yt) in y.iter().enumerate() {
         let shift = if t + 1 < n {
             lambda * (1.0 - g)
         } else {
             lambda
         };
-        v.push(y[t] - shift);
+        v.push(yt - shift);
         w.push(1.0);
         start.push(t);
         len.push(1);
