@@ -136,3 +136,92 @@ fn inspect_reports_metadata_and_plausible_noise() {
         "{text}"
     );
 }
+
+#[test]
+fn summary_images_make_simulated_cells_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim.zarr");
+    let out = dir.path().join("summary.zarr");
+    ok(&[
+        "simulate",
+        "--frames",
+        "600",
+        "--height",
+        "96",
+        "--width",
+        "96",
+        "--seed",
+        "2",
+        "--motion-px",
+        "0",
+        "--out",
+        sim.to_str().unwrap(),
+    ]);
+    let stdout = ok(&[
+        "summarize",
+        sim.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.contains("summarised 600 frames of 96x96"),
+        "{stdout}"
+    );
+    let store =
+        tessera_io::Store::open(&tessera_io::Location::parse(out.to_str().unwrap()).unwrap())
+            .unwrap();
+    let corr = store
+        .read_array::<f32>("summary/correlation")
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let pnr = store
+        .read_array::<f32>("summary/pnr")
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let cells: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sim.join("ground_truth/cells.json")).unwrap(),
+    )
+    .unwrap();
+    let regions =
+        regions_from_json(&std::fs::read_to_string(sim.join("ground_truth/regions.json")).unwrap())
+            .unwrap();
+    let mut on_cell = vec![false; 96 * 96];
+    for r in &regions {
+        for p in &r.coordinates {
+            on_cell[p[0] as usize * 96 + p[1] as usize] = true;
+        }
+    }
+    let background: Vec<f32> = corr
+        .iter()
+        .zip(&on_cell)
+        .filter(|(_, c)| !**c)
+        .map(|(v, _)| *v)
+        .collect();
+    let bg_mean = background.iter().sum::<f32>() / background.len() as f32;
+    // Active cells that fired: their pixels correlate clearly above the background.
+    let mut visible = 0;
+    let mut active = 0;
+    for (cell, region) in cells.as_array().unwrap().iter().zip(&regions) {
+        if !cell["active"].as_bool().unwrap() || cell["rate_hz"].as_f64().unwrap() < 0.2 {
+            continue;
+        }
+        active += 1;
+        let m = region
+            .coordinates
+            .iter()
+            .map(|p| corr[[p[0] as usize, p[1] as usize]])
+            .sum::<f32>()
+            / region.coordinates.len() as f32;
+        if m > bg_mean + 0.1 {
+            visible += 1;
+        }
+    }
+    assert!(active >= 3, "too few active cells ({active})");
+    assert!(
+        visible * 10 >= active * 8,
+        "{visible} of {active} active cells stand out in the correlation image"
+    );
+    assert!(pnr.iter().all(|v| v.is_finite() && *v >= 0.0));
+}

@@ -11,6 +11,7 @@ mod inspect;
 mod progress;
 mod register;
 mod simulate;
+mod summarize;
 
 /// tessera: scalable, reproducible analysis of calcium and voltage imaging recordings.
 #[derive(Debug, Parser)]
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Rigid motion correction (phase correlation) of a recording.
     Register(register::Args),
+    /// Summary images (mean, max, std, local correlation, peak-to-noise, noise) of a recording.
+    Summarize(summarize::Args),
     /// Generate a simulated recording with ground truth.
     Simulate(simulate::Args),
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Register(a) => register::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Summarize(a) => summarize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

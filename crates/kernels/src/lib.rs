@@ -8,7 +8,8 @@
 //! - [`register`]: rigid motion correction by phase correlation;
 //! - [`deconv`]: spike inference (OASIS, AR(1));
 //! - [`metrics`]: accuracy against ground truth in the field's four matching conventions;
-//! - [`stats`]: summary images and per-pixel noise that add up across time chunks;
+//! - [`stats`]: per-pixel moments and noise that add up across time chunks;
+//! - [`summary`]: local correlation and peak-to-noise images from mergeable statistics;
 //! - [`rng`]: the value-stable random streams the simulator draws from.
 
 pub mod deconv;
@@ -18,5 +19,6 @@ pub mod register;
 pub mod rng;
 pub mod sim;
 pub mod stats;
+pub mod summary;
 
 pub use error::KernelError;

@@ -1,0 +1,272 @@
+//! Summary images that make cells visible, from statistics that merge across time chunks.
+//!
+//! [`LocalCorrelation`] keeps, per pixel, the frame count, mean, second central moment and the
+//! co-moments with four neighbours (right, down, down-right, down-left); chunks merge exactly with
+//! the pairwise update of Chan, Golub & LeVeque (1979):
+//!
+//! ```text
+//! n = n_a + n_b,  d = mean_b - mean_a,  mean = mean_a + d n_b / n
+//! M2 = M2_a + M2_b + d^2 n_a n_b / n,   C_pq = C_pq,a + C_pq,b + d_p d_q n_a n_b / n
+//! ```
+//!
+//! The local correlation image (CaImAn `local_correlations`, 8-neighbourhood) is then
+//! `corr(p) = mean_{q in N8(p)} C_pq / sqrt(M2_p M2_q)`, and the peak-to-noise ratio image (CNMF-E,
+//! Zhou et al. 2018) is `pnr(p) = (max_t y_p - mean_t y_p) / sigma_p` with `sigma_p` the PSD noise.
+
+use ndarray::{Array2, ArrayView3, Axis, Zip};
+
+use crate::KernelError;
+
+/// Neighbour offsets whose co-moments are stored at the first pixel of each pair.
+const DIRS: [(isize, isize); 4] = [(0, 1), (1, 0), (1, 1), (1, -1)];
+
+/// Mergeable statistics for the local correlation image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalCorrelation {
+    pub frames: u64,
+    pub mean: Array2<f64>,
+    pub m2: Array2<f64>,
+    /// `co[d][p]`: co-moment of pixel p with p + DIRS[d] (0 where the neighbour is outside).
+    pub co: [Array2<f64>; 4],
+}
+
+impl LocalCorrelation {
+    /// Statistics of zero frames.
+    pub fn empty(h: usize, w: usize) -> LocalCorrelation {
+        let z = || Array2::<f64>::zeros((h, w));
+        LocalCorrelation {
+            frames: 0,
+            mean: z(),
+            m2: z(),
+            co: [z(), z(), z(), z()],
+        }
+    }
+
+    /// Statistics of a movie (t, y, x), two-pass within the chunk.
+    pub fn from_movie(movie: ArrayView3<f32>) -> LocalCorrelation {
+        let (t, h, w) = movie.dim();
+        let mut s = LocalCorrelation::empty(h, w);
+        if t == 0 {
+            return s;
+        }
+        s.frames = t as u64;
+        for f in movie.axis_iter(Axis(0)) {
+            Zip::from(&mut s.mean)
+                .and(&f)
+                .for_each(|m, &v| *m += f64::from(v));
+        }
+        s.mean /= t as f64;
+        for f in movie.axis_iter(Axis(0)) {
+            let d = Zip::from(&f)
+                .and(&s.mean)
+                .map_collect(|&v, &m| f64::from(v) - m);
+            Zip::from(&mut s.m2).and(&d).for_each(|a, &v| *a += v * v);
+            for (k, &(dy, dx)) in DIRS.iter().enumerate() {
+                let co = &mut s.co[k];
+                for y in 0..h {
+                    let qy = y as isize + dy;
+                    if qy < 0 || qy >= h as isize {
+                        continue;
+                    }
+                    for x in 0..w {
+                        let qx = x as isize + dx;
+                        if qx < 0 || qx >= w as isize {
+                            continue;
+                        }
+                        co[[y, x]] += d[[y, x]] * d[[qy as usize, qx as usize]];
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// Combines statistics of two disjoint sets of frames of the same field.
+    pub fn merge(self, other: &LocalCorrelation) -> Result<LocalCorrelation, KernelError> {
+        if self.mean.dim() != other.mean.dim() {
+            return Err(KernelError::Shape(format!(
+                "cannot merge correlation statistics of fields {:?} and {:?}",
+                self.mean.dim(),
+                other.mean.dim()
+            )));
+        }
+        if other.frames == 0 {
+            return Ok(self);
+        }
+        if self.frames == 0 {
+            return Ok(other.clone());
+        }
+        let (na, nb) = (self.frames as f64, other.frames as f64);
+        let n = na + nb;
+        let f = na * nb / n;
+        let delta = &other.mean - &self.mean;
+        let (h, w) = self.mean.dim();
+        let mut out = self;
+        Zip::from(&mut out.mean)
+            .and(&delta)
+            .for_each(|m, &d| *m += d * nb / n);
+        Zip::from(&mut out.m2)
+            .and(&other.m2)
+            .and(&delta)
+            .for_each(|a, &b, &d| *a += b + d * d * f);
+        for (k, &(dy, dx)) in DIRS.iter().enumerate() {
+            for y in 0..h {
+                let qy = y as isize + dy;
+                if qy < 0 || qy >= h as isize {
+                    continue;
+                }
+                for x in 0..w {
+                    let qx = x as isize + dx;
+                    if qx < 0 || qx >= w as isize {
+                        continue;
+                    }
+                    out.co[k][[y, x]] +=
+                        other.co[k][[y, x]] + delta[[y, x]] * delta[[qy as usize, qx as usize]] * f;
+                }
+            }
+        }
+        out.frames += other.frames;
+        Ok(out)
+    }
+
+    /// The local correlation image: mean Pearson correlation with the (up to 8) neighbours.
+    /// Constant pixels correlate 0 with everything.
+    pub fn image(&self) -> Array2<f32> {
+        let (h, w) = self.mean.dim();
+        let mut sum = Array2::<f64>::zeros((h, w));
+        let mut count = Array2::<f64>::zeros((h, w));
+        for (k, &(dy, dx)) in DIRS.iter().enumerate() {
+            for y in 0..h {
+                let qy = y as isize + dy;
+                if qy < 0 || qy >= h as isize {
+                    continue;
+                }
+                for x in 0..w {
+                    let qx = x as isize + dx;
+                    if qx < 0 || qx >= w as isize {
+                        continue;
+                    }
+                    let (qy, qx) = (qy as usize, qx as usize);
+                    let den = (self.m2[[y, x]] * self.m2[[qy, qx]]).sqrt();
+                    let r = if den > 0.0 {
+                        self.co[k][[y, x]] / den
+                    } else {
+                        0.0
+                    };
+                    sum[[y, x]] += r;
+                    sum[[qy, qx]] += r;
+                    count[[y, x]] += 1.0;
+                    count[[qy, qx]] += 1.0;
+                }
+            }
+        }
+        Zip::from(&sum)
+            .and(&count)
+            .map_collect(|&s, &c| if c > 0.0 { (s / c) as f32 } else { 0.0 })
+    }
+}
+
+/// Peak-to-noise ratio image `(max - mean) / noise` (0 where the noise is 0).
+pub fn pnr_image(max: &Array2<f32>, mean: &Array2<f32>, noise: &Array2<f32>) -> Array2<f32> {
+    Zip::from(max)
+        .and(mean)
+        .and(noise)
+        .map_collect(|&mx, &m, &s| if s > 0.0 { (mx - m) / s } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use ndarray::{Array3, s};
+
+    fn pearson(a: &[f64], b: &[f64]) -> f64 {
+        let n = a.len() as f64;
+        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+        let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(b) {
+            ab += (x - ma) * (y - mb);
+            aa += (x - ma).powi(2);
+            bb += (y - mb).powi(2);
+        }
+        if aa == 0.0 || bb == 0.0 {
+            0.0
+        } else {
+            ab / (aa * bb).sqrt()
+        }
+    }
+
+    /// Slow reference: Pearson correlation with each of the 8 neighbours, averaged.
+    fn reference(movie: &Array3<f32>) -> Array2<f32> {
+        let (_, h, w) = movie.dim();
+        let trace = |y: usize, x: usize| {
+            movie
+                .slice(s![.., y, x])
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect::<Vec<_>>()
+        };
+        Array2::from_shape_fn((h, w), |(y, x)| {
+            let mut acc = Vec::new();
+            for dy in -1isize..=1 {
+                for dx in -1isize..=1 {
+                    let (qy, qx) = (y as isize + dy, x as isize + dx);
+                    if (dy, dx) == (0, 0)
+                        || qy < 0
+                        || qx < 0
+                        || qy >= h as isize
+                        || qx >= w as isize
+                    {
+                        continue;
+                    }
+                    acc.push(pearson(&trace(y, x), &trace(qy as usize, qx as usize)));
+                }
+            }
+            (acc.iter().sum::<f64>() / acc.len() as f64) as f32
+        })
+    }
+
+    fn movie() -> Array3<f32> {
+        let mut r = Rng::new(6, 0);
+        // A correlated blob in the middle over independent noise, with a large offset (uint16-like).
+        let drive: Vec<f64> = (0..120).map(|_| r.normal()).collect();
+        Array3::from_shape_fn((120, 9, 11), |(t, y, x)| {
+            let inside = (y as f64 - 4.0).powi(2) + (x as f64 - 5.0).powi(2) < 6.0;
+            (1000.0 + if inside { 5.0 * drive[t] } else { 0.0 } + r.normal()) as f32
+        })
+    }
+
+    #[test]
+    fn matches_the_reference_and_merges_exactly() {
+        let m = movie();
+        let whole = LocalCorrelation::from_movie(m.view());
+        let want = reference(&m);
+        for (a, b) in whole.image().iter().zip(want.iter()) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let merged = LocalCorrelation::from_movie(m.slice(s![..50, .., ..]))
+            .merge(&LocalCorrelation::from_movie(m.slice(s![50..71, .., ..])))
+            .unwrap()
+            .merge(&LocalCorrelation::from_movie(m.slice(s![71.., .., ..])))
+            .unwrap();
+        assert_eq!(merged.frames, 120);
+        for (a, b) in merged.image().iter().zip(want.iter()) {
+            assert!((a - b).abs() < 1e-5, "merged {a} vs {b}");
+        }
+        // Cells stand out: inside the blob correlations are high, outside near 0.
+        let img = whole.image();
+        assert!(img[[4, 5]] > 0.8 && img[[0, 0]].abs() < 0.3);
+        assert!(LocalCorrelation::empty(2, 2).merge(&whole).is_err());
+    }
+
+    #[test]
+    fn pnr_is_peak_over_noise() {
+        let mx = Array2::from_elem((2, 2), 10.0f32);
+        let mean = Array2::from_elem((2, 2), 4.0f32);
+        let mut noise = Array2::from_elem((2, 2), 2.0f32);
+        noise[[1, 1]] = 0.0;
+        let p = pnr_image(&mx, &mean, &noise);
+        assert_eq!(p[[0, 0]], 3.0);
+        assert_eq!(p[[1, 1]], 0.0);
+    }
+}
