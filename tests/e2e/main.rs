@@ -8,6 +8,7 @@ mod bad_input;
 mod common;
 mod deconvolve;
 mod evaluate;
+mod extract;
 mod ingest;
 mod interop;
 mod register;

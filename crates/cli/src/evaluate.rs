@@ -52,26 +52,35 @@ fn load(source: &str) -> anyhow::Result<Rois> {
         bail!("{source}: no such file or directory");
     }
     let store = Store::open(&location)?;
-    let Some(attrs) = store.attributes("ground_truth/footprints")? else {
+    // A simulation's ground truth, or an extraction's ROIs.
+    let (group, traces_path) = if store.attributes("ground_truth/footprints")?.is_some() {
+        ("ground_truth", "ground_truth/fluorescence")
+    } else if store.attributes("rois/footprints")?.is_some() {
+        ("rois", "rois/traces")
+    } else {
         bail!(
-            "{source} is neither a regions JSON file nor a tessera simulation (no ground_truth/footprints)"
+            "{source} is neither a regions JSON file, a tessera simulation (ground_truth/) nor an extraction (rois/)"
         );
     };
+    let attrs = store
+        .attributes(&format!("{group}/footprints"))?
+        .unwrap_or_default();
     let width = attrs
         .get("width")
         .and_then(serde_json::Value::as_u64)
-        .context("ground_truth/footprints has no width attribute")? as u32;
-    let cell = store
-        .read_array::<u32>("ground_truth/footprints/cell")?
-        .into_dimensionality::<Ix1>()?;
-    let pixel = store
-        .read_array::<u32>("ground_truth/footprints/pixel")?
-        .into_dimensionality::<Ix1>()?;
+        .with_context(|| format!("{group}/footprints has no width attribute"))?
+        as u32;
+    let read_u32 = |name: &str| -> anyhow::Result<ndarray::Array1<u32>> {
+        Ok(store
+            .read_array::<u32>(&format!("{group}/footprints/{name}"))?
+            .into_dimensionality::<Ix1>()?)
+    };
+    let (cell, pixel) = (read_u32("cell")?, read_u32("pixel")?);
     let weight = store
-        .read_array::<f32>("ground_truth/footprints/weight")?
+        .read_array::<f32>(&format!("{group}/footprints/weight"))?
         .into_dimensionality::<Ix1>()?;
     let traces = store
-        .read_array::<f32>("ground_truth/fluorescence")?
+        .read_array::<f32>(traces_path)?
         .into_dimensionality::<Ix2>()?;
     let mut masks = vec![RoiMask::default(); traces.nrows()];
     for ((&c, &p), &w) in cell.iter().zip(pixel.iter()).zip(weight.iter()) {
@@ -83,6 +92,20 @@ fn load(source: &str) -> anyhow::Result<Rois> {
         })?;
         m.pixels.push([p / width, p % width]);
         m.weights.push(w);
+    }
+    if group == "rois" {
+        // Extractions keep rejected components beside accepted ones: score the accepted.
+        let accepted = store
+            .read_array::<u8>("rois/accepted")?
+            .into_dimensionality::<Ix1>()?;
+        let keep: Vec<usize> = (0..masks.len())
+            .filter(|&i| accepted.get(i) == Some(&1))
+            .collect();
+        let masks = keep.iter().map(|&i| masks[i].clone()).collect();
+        return Ok(Rois {
+            masks,
+            traces: Some(traces.select(ndarray::Axis(0), &keep)),
+        });
     }
     Ok(Rois {
         masks,

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod evaluate;
+mod extract;
 mod ingest;
 mod inspect;
 mod progress;
@@ -27,6 +28,8 @@ enum Command {
     Bench(bench::Args),
     /// Score ROIs against ground truth (neurofinder, CaImAn, IoU >= 0.5 and IoU + trace conventions).
     Evaluate(evaluate::Args),
+    /// Find cells and their traces in a recording (one tile): detection, CNMF, QC, deconvolution.
+    Extract(extract::Args),
     /// Convert a multi-page TIFF/BigTIFF or a folder of TIFF frames into a Zarr v3 recording.
     Ingest(ingest::Args),
     /// Describe a recording: shape, dtype, chunks, codecs, metadata and quick statistics.
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(a) => bench::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Extract(a) => extract::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Register(a) => register::run(a),

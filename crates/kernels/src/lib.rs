@@ -6,6 +6,7 @@
 //!
 //! - [`sim`]: the ground-truth simulator;
 //! - [`register`]: rigid motion correction by phase correlation;
+//! - [`extract`]: detection, CNMF demixing (HALS) and component QC on one tile;
 //! - [`deconv`]: spike inference (OASIS, AR(1));
 //! - [`metrics`]: accuracy against ground truth in the field's four matching conventions;
 //! - [`stats`]: per-pixel moments and noise that add up across time chunks;
@@ -14,6 +15,7 @@
 
 pub mod deconv;
 mod error;
+pub mod extract;
 pub mod metrics;
 pub mod register;
 pub mod rng;

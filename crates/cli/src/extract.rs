@@ -1,0 +1,210 @@
+//! `tessera extract`: source extraction on one tile (the whole field of view): detection, CNMF
+//! demixing, component QC and OASIS deconvolution.
+//!
+//! Output group:
+//! ```text
+//! <out>/rois/footprints/{cell,pixel,weight}   sparse footprints (pixel = y * width + x), peak 1
+//! <out>/rois/traces        (cell, t) float32   demixed fluorescence at the footprint peak
+//! <out>/rois/denoised      (cell, t) float32   OASIS calcium (baseline removed)
+//! <out>/rois/spikes        (cell, t) float32   OASIS spike amplitudes
+//! <out>/rois/accepted      (cell,)   uint8     QC decision
+//! <out>/rois/qc.json       per cell: centroid, snr, r_value, size_px, accepted, deconvolution figures
+//! <out>/rois/regions.json  accepted cells as neurofinder regions (weight >= 0.2)
+//! <out>/summary/{mean,correlation,pnr}   images used for detection
+//! ```
+
+use anyhow::Context;
+use ndarray::{Array1, Array2};
+use rayon::prelude::*;
+use serde_json::json;
+use tessera_core::{Region, regions_to_json};
+use tessera_io::{Output, Recording};
+use tessera_kernels::deconv::{OasisParams, deconvolve};
+use tessera_kernels::extract::{
+    CnmfParams, DetectParams, PixelMovie, QcParams, demix, detect, quality,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Recording (registered if it moved: see `tessera register`).
+    pub uri: String,
+    #[arg(long)]
+    pub array: Option<String>,
+    /// Output location.
+    #[arg(short, long)]
+    pub out: String,
+    /// Expected soma radius in pixels (default: 6 um over the recording's pixel size, else 5 px).
+    #[arg(long)]
+    pub radius_px: Option<f64>,
+    /// Minimum local correlation of a seed (band-passed movie).
+    #[arg(long, default_value_t = DetectParams::default().min_corr)]
+    pub min_corr: f32,
+    /// Minimum peak-to-noise ratio of a seed.
+    #[arg(long, default_value_t = DetectParams::default().min_pnr)]
+    pub min_pnr: f32,
+    /// Merge overlapping components whose traces correlate above this.
+    #[arg(long, default_value_t = CnmfParams::default().merge_threshold)]
+    pub merge_threshold: f64,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let rec = Recording::open(&args.uri, args.array.as_deref())
+        .with_context(|| format!("failed to open recording {}", args.uri))?;
+    let shape = rec.shape();
+    let radius = args
+        .radius_px
+        .or_else(|| {
+            rec.meta()
+                .pixel_size_um
+                .filter(|p| *p > 0.0)
+                .map(|p| 6.0 / p)
+        })
+        .unwrap_or(5.0);
+    let rate = rec.meta().frame_rate_hz.unwrap_or(30.0);
+    let output = Output::create(&args.out, args.overwrite)
+        .with_context(|| format!("cannot write to {}", args.out))?;
+    let started = std::time::Instant::now();
+    let movie = rec
+        .read_box_f32(&shape.full_box())
+        .with_context(|| format!("failed to read {}", args.uri))?;
+    let detect_params = DetectParams {
+        radius_px: radius,
+        min_corr: args.min_corr,
+        min_pnr: args.min_pnr,
+        ..DetectParams::default()
+    };
+    let (found, images) = detect(movie.view(), &detect_params);
+    let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
+    let pm = PixelMovie::from_frames(movie.view());
+    drop(movie);
+    let cnmf_params = CnmfParams {
+        search_radius_px: 2.0 * radius,
+        merge_threshold: args.merge_threshold,
+        ..CnmfParams::default()
+    };
+    let n_seeds = found.len();
+    let (comps, bg) = demix(&pm, found, &cnmf_params);
+    let qc_params = QcParams::for_radius(radius);
+    let qc = quality(&pm, &comps, &bg, &qc_params);
+    let deconv: Vec<_> = comps
+        .par_iter()
+        .map(|c| deconvolve(&c.trace, rate, &OasisParams::default()))
+        .collect::<Result<_, _>>()?;
+    let (k, t) = (comps.len(), shape.t as usize);
+    let width = shape.x as usize;
+
+    let mut root = serde_json::Map::new();
+    root.insert(
+        "tessera".into(),
+        json!({"kind": "extraction", "input": args.uri, "frame_rate_hz": rate,
+               "detect": detect_params, "cnmf": cnmf_params, "qc": qc_params}),
+    );
+    output.write_group(root)?;
+    output.write_group_at("summary", serde_json::Map::new())?;
+    let none = serde_json::Map::new;
+    output.write_array("summary/mean", &mean.into_dyn(), &["y", "x"], none())?;
+    output.write_array(
+        "summary/correlation",
+        &images.correlation.into_dyn(),
+        &["y", "x"],
+        none(),
+    )?;
+    output.write_array("summary/pnr", &images.pnr.into_dyn(), &["y", "x"], none())?;
+    output.write_group_at("rois", none())?;
+    let mut fp_attrs = serde_json::Map::new();
+    fp_attrs.insert("pixel_index".into(), "y * width + x".into());
+    fp_attrs.insert("width".into(), width.into());
+    output.write_group_at("rois/footprints", fp_attrs)?;
+    let (mut cell, mut pixel, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, c) in comps.iter().enumerate() {
+        cell.extend(std::iter::repeat_n(i as u32, c.pixels.len()));
+        pixel.extend_from_slice(&c.pixels);
+        weight.extend_from_slice(&c.weights);
+    }
+    output.write_array(
+        "rois/footprints/cell",
+        &Array1::from(cell).into_dyn(),
+        &["nnz"],
+        none(),
+    )?;
+    output.write_array(
+        "rois/footprints/pixel",
+        &Array1::from(pixel).into_dyn(),
+        &["nnz"],
+        none(),
+    )?;
+    output.write_array(
+        "rois/footprints/weight",
+        &Array1::from(weight).into_dyn(),
+        &["nnz"],
+        none(),
+    )?;
+    let rows = |f: &dyn Fn(usize) -> Vec<f32>| {
+        let mut a = Array2::<f32>::zeros((k, t));
+        for i in 0..k {
+            a.row_mut(i).assign(&Array1::from(f(i)));
+        }
+        a.into_dyn()
+    };
+    output.write_array(
+        "rois/traces",
+        &rows(&|i| comps[i].trace.clone()),
+        &["cell", "t"],
+        none(),
+    )?;
+    output.write_array(
+        "rois/denoised",
+        &rows(&|i| deconv[i].calcium.clone()),
+        &["cell", "t"],
+        none(),
+    )?;
+    output.write_array(
+        "rois/spikes",
+        &rows(&|i| deconv[i].spikes.clone()),
+        &["cell", "t"],
+        none(),
+    )?;
+    let accepted = Array1::from_iter(qc.iter().map(|q| u8::from(q.accepted)));
+    output.write_array("rois/accepted", &accepted.into_dyn(), &["cell"], none())?;
+    let table: Vec<serde_json::Value> = comps
+        .iter()
+        .zip(&qc)
+        .zip(&deconv)
+        .enumerate()
+        .map(|(i, ((c, q), d))| {
+            json!({"id": i, "centroid": c.centroid(width), "snr": q.snr, "r_value": q.r_value,
+                   "size_px": q.size_px, "accepted": q.accepted,
+                   "baseline": d.baseline, "gamma": d.gamma, "noise": d.noise, "lambda": d.lambda})
+        })
+        .collect();
+    output.write_file("rois/qc.json", serde_json::to_vec_pretty(&table)?)?;
+    let regions: Vec<Region> = comps
+        .iter()
+        .zip(&qc)
+        .filter(|(_, q)| q.accepted)
+        .map(|(c, _)| Region {
+            coordinates: c
+                .pixels
+                .iter()
+                .zip(&c.weights)
+                .filter(|(_, w)| **w >= 0.2)
+                .map(|(&p, _)| [p / width as u32, p % width as u32])
+                .collect(),
+        })
+        .collect();
+    output.write_file("rois/regions.json", regions_to_json(&regions).into_bytes())?;
+    let location = output.finish()?;
+    println!(
+        "extracted {} components ({} accepted) from {n_seeds} seeds in {}x{}x{} -> {location} in {:.1} s (radius {radius:.1} px)",
+        k,
+        regions.len(),
+        shape.t,
+        shape.y,
+        shape.x,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,539 @@
+//! CNMF demixing (Pnevmatikakis et al. 2016) with HALS block-coordinate updates (Cichocki & Phan
+//! 2009; CaImAn's `HALS4activity` / `HALS4shapes`):
+//!
+//! ```text
+//! Y ~ A C + B F,   A, C, B, F >= 0,   a_k supported on a disk of `search_radius_px` around its seed
+//! c_k <- max(0, c_k + ([A^T (Y - B F)]_k - [A^T A]_k C) / [A^T A]_kk)
+//! a_k <- max(0, a_k + ([(Y - B F) C^T]_k - A [C C^T]_k) / [C C^T]_kk)      (on the support)
+//! f_j <- max(0, f_j + (b_j^T Y - b_j^T A C - b_j^T B F) / b_j^T b_j)
+//! b_j <- max(0, b_j + (Y f_j^T - A C f_j^T - B F f_j^T) / f_j f_j^T)
+//! ```
+//!
+//! Footprints are rescaled to a peak of 1 after each pass (traces carry the amplitude). Components
+//! whose footprints overlap and whose traces correlate above `merge_threshold` are merged (union-find,
+//! so chains merge into one), as CaImAn does with `merge_thr = 0.8`.
+
+// The HALS updates index several arrays by the same component or pixel, as the formulas do.
+#![allow(clippy::needless_range_loop)]
+
+use ndarray::{Array1, Array2};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Component, PixelMovie};
+use crate::metrics::pearson;
+
+/// Demixing parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CnmfParams {
+    /// Outer HALS passes (temporal, spatial, background).
+    pub iterations: usize,
+    /// Rank of the background (1-2 for two-photon).
+    pub background_rank: usize,
+    /// Footprints may grow up to this distance (px) from their seed.
+    pub search_radius_px: f64,
+    /// Merge overlapping components whose traces correlate above this.
+    pub merge_threshold: f64,
+}
+
+impl Default for CnmfParams {
+    fn default() -> Self {
+        CnmfParams {
+            iterations: 4,
+            background_rank: 2,
+            search_radius_px: 10.0,
+            merge_threshold: 0.8,
+        }
+    }
+}
+
+/// The low-rank background `B F`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Background {
+    /// (pixels, rank)
+    pub b: Array2<f32>,
+    /// (rank, frames)
+    pub f: Array2<f32>,
+}
+
+/// Dense footprint values over a fixed mask.
+struct Shapes {
+    masks: Vec<Vec<u32>>,
+    values: Vec<Vec<f32>>,
+    /// pixel -> [(component, index in its mask)]
+    by_pixel: Vec<Vec<(u32, u32)>>,
+}
+
+impl Shapes {
+    fn new(comps: &[Component], height: usize, width: usize, radius: f64) -> Shapes {
+        let mut masks = Vec::with_capacity(comps.len());
+        let mut values = Vec::with_capacity(comps.len());
+        for c in comps {
+            let [sy, sx] = c.seed;
+            let ri = radius.ceil() as isize;
+            let mut mask: Vec<u32> = Vec::new();
+            for dy in -ri..=ri {
+                for dx in -ri..=ri {
+                    let (y, x) = (sy as isize + dy, sx as isize + dx);
+                    if y < 0 || x < 0 || y >= height as isize || x >= width as isize {
+                        continue;
+                    }
+                    if ((dy * dy + dx * dx) as f64) <= radius * radius {
+                        mask.push((y as usize * width + x as usize) as u32);
+                    }
+                }
+            }
+            mask.extend_from_slice(&c.pixels);
+            mask.sort_unstable();
+            mask.dedup();
+            let mut v = vec![0.0f32; mask.len()];
+            for (&p, &w) in c.pixels.iter().zip(&c.weights) {
+                if let Ok(i) = mask.binary_search(&p) {
+                    v[i] = w;
+                }
+            }
+            masks.push(mask);
+            values.push(v);
+        }
+        let mut s = Shapes {
+            masks,
+            values,
+            by_pixel: vec![Vec::new(); height * width],
+        };
+        s.index();
+        s
+    }
+
+    fn index(&mut self) {
+        self.by_pixel.iter_mut().for_each(Vec::clear);
+        for (k, m) in self.masks.iter().enumerate() {
+            for (i, &p) in m.iter().enumerate() {
+                self.by_pixel[p as usize].push((k as u32, i as u32));
+            }
+        }
+    }
+
+    /// Pairs of components whose masks share a pixel (including (k, k)), sorted.
+    fn overlapping(&self) -> Vec<Vec<usize>> {
+        let mut nb: Vec<Vec<usize>> = vec![Vec::new(); self.masks.len()];
+        for list in &self.by_pixel {
+            for &(j, _) in list {
+                for &(k, _) in list {
+                    nb[j as usize].push(k as usize);
+                }
+            }
+        }
+        nb.iter_mut().for_each(|v| {
+            v.sort_unstable();
+            v.dedup();
+        });
+        nb
+    }
+}
+
+/// Runs CNMF from detected components on the raw tile movie. Returns the refined components (traces
+/// in the movie's units at the footprint peak) and the background.
+pub fn demix(
+    movie: &PixelMovie,
+    comps: Vec<Component>,
+    params: &CnmfParams,
+) -> (Vec<Component>, Background) {
+    let t = movie.frames();
+    let y = &movie.data;
+    let mut shapes = Shapes::new(&comps, movie.height, movie.width, params.search_radius_px);
+    let mut c: Array2<f32> = Array2::zeros((comps.len(), t));
+    for (k, comp) in comps.iter().enumerate() {
+        let min = comp.trace.iter().copied().fold(f32::INFINITY, f32::min);
+        for (dst, &v) in c.row_mut(k).iter_mut().zip(&comp.trace) {
+            *dst = v - min;
+        }
+    }
+    let seeds: Vec<[usize; 2]> = comps.iter().map(|c| c.seed).collect();
+    let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
+    for pass in 0..params.iterations.max(1) {
+        update_temporal(y, &shapes, &mut c, &bg);
+        update_spatial(y, &mut shapes, &c, &bg);
+        normalise(&mut shapes, &mut c);
+        update_background(y, &shapes, &c, &mut bg);
+        if pass + 1 == params.iterations.max(1) / 2 {
+            let (s, cc) = merge(
+                shapes,
+                c,
+                params.merge_threshold,
+                movie.height * movie.width,
+            );
+            shapes = s;
+            c = cc;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, (mask, vals)) in shapes.masks.iter().zip(&shapes.values).enumerate() {
+        let mut comp = Component {
+            pixels: Vec::new(),
+            weights: Vec::new(),
+            trace: c.row(k).to_vec(),
+            seed: seeds.get(k).copied().unwrap_or([0, 0]),
+        };
+        for (&p, &v) in mask.iter().zip(vals) {
+            if v > 0.0 {
+                comp.pixels.push(p);
+                comp.weights.push(v);
+            }
+        }
+        if !comp.pixels.is_empty() && comp.trace.iter().any(|&v| v > 0.0) {
+            comp.seed = {
+                let [cy, cx] = comp.centroid(movie.width);
+                [cy.round() as usize, cx.round() as usize]
+            };
+            out.push(comp);
+        }
+    }
+    (out, bg)
+}
+
+fn init_background(
+    movie: &PixelMovie,
+    shapes: &Shapes,
+    c: &Array2<f32>,
+    rank: usize,
+) -> Background {
+    let (p_count, t) = (movie.pixels(), movie.frames());
+    // Residual after the initial components, averaged over time (b_0) and over pixels (f_1).
+    let mut mean_res = vec![0.0f64; p_count];
+    let mut frame_mean = vec![0.0f64; t];
+    for p in 0..p_count {
+        let row = movie.data.row(p);
+        let mut acc = 0.0f64;
+        let ac = explained(shapes, c, p, t);
+        for ti in 0..t {
+            let v = f64::from(row[ti] - ac.as_ref().map_or(0.0, |a| a[ti]));
+            acc += v;
+            frame_mean[ti] += v;
+        }
+        mean_res[p] = acc / t as f64;
+    }
+    let mut b = Array2::<f32>::zeros((p_count, rank));
+    let mut f = Array2::<f32>::zeros((rank, t));
+    for p in 0..p_count {
+        b[[p, 0]] = mean_res[p].max(0.0) as f32;
+    }
+    f.row_mut(0).fill(1.0);
+    if rank > 1 {
+        let fm: Vec<f64> = frame_mean.iter().map(|v| v / p_count as f64).collect();
+        let lo = fm.iter().copied().fold(f64::INFINITY, f64::min);
+        for ti in 0..t {
+            f[[1, ti]] = (fm[ti] - lo) as f32;
+        }
+        for p in 0..p_count {
+            b[[p, 1]] = 0.05 * b[[p, 0]];
+        }
+    }
+    Background { b, f }
+}
+
+/// `(A C)[p, :]` when pixel p is covered by any component.
+fn explained(shapes: &Shapes, c: &Array2<f32>, p: usize, t: usize) -> Option<Vec<f32>> {
+    let list = &shapes.by_pixel[p];
+    if list.is_empty() {
+        return None;
+    }
+    let mut out = vec![0.0f32; t];
+    for &(k, i) in list {
+        let a = shapes.values[k as usize][i as usize];
+        if a != 0.0 {
+            for (o, &v) in out.iter_mut().zip(c.row(k as usize)) {
+                *o += a * v;
+            }
+        }
+    }
+    Some(out)
+}
+
+fn update_temporal(y: &Array2<f32>, shapes: &Shapes, c: &mut Array2<f32>, bg: &Background) {
+    let k_count = shapes.masks.len();
+    let t = y.ncols();
+    // U = A^T Y - (A^T B) F
+    let u: Vec<Vec<f32>> = (0..k_count)
+        .into_par_iter()
+        .map(|k| {
+            let mut row = vec![0.0f32; t];
+            let mut atb = vec![0.0f32; bg.b.ncols()];
+            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                if a == 0.0 {
+                    continue;
+                }
+                for (o, &v) in row.iter_mut().zip(y.row(p as usize)) {
+                    *o += a * v;
+                }
+                for (j, o) in atb.iter_mut().enumerate() {
+                    *o += a * bg.b[[p as usize, j]];
+                }
+            }
+            for (j, &s) in atb.iter().enumerate() {
+                for (o, &fv) in row.iter_mut().zip(bg.f.row(j)) {
+                    *o -= s * fv;
+                }
+            }
+            row
+        })
+        .collect();
+    // V = A^T A over overlapping pairs.
+    let nb = shapes.overlapping();
+    let v: Vec<Vec<(usize, f32)>> = (0..k_count)
+        .map(|k| {
+            nb[k]
+                .iter()
+                .map(|&j| {
+                    let mut s = 0.0f32;
+                    for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                        if a == 0.0 {
+                            continue;
+                        }
+                        if let Some(&(_, i)) = shapes.by_pixel[p as usize]
+                            .iter()
+                            .find(|(kk, _)| *kk as usize == j)
+                        {
+                            s += a * shapes.values[j][i as usize];
+                        }
+                    }
+                    (j, s)
+                })
+                .collect()
+        })
+        .collect();
+    for _ in 0..3 {
+        for k in 0..k_count {
+            let vkk = v[k].iter().find(|(j, _)| *j == k).map_or(0.0, |x| x.1);
+            if vkk <= 0.0 {
+                c.row_mut(k).fill(0.0);
+                continue;
+            }
+            let mut grad = u[k].clone();
+            for &(j, vkj) in &v[k] {
+                if vkj == 0.0 {
+                    continue;
+                }
+                for (g, &cv) in grad.iter_mut().zip(c.row(j)) {
+                    *g -= vkj * cv;
+                }
+            }
+            for (cv, g) in c.row_mut(k).iter_mut().zip(grad) {
+                *cv = (*cv + g / vkk).max(0.0);
+            }
+        }
+    }
+}
+
+fn update_spatial(y: &Array2<f32>, shapes: &mut Shapes, c: &Array2<f32>, bg: &Background) {
+    let k_count = shapes.masks.len();
+    let nb = shapes.overlapping();
+    // Q = C C^T over overlapping pairs; F C^T for the background term.
+    let q: Vec<Vec<(usize, f32)>> = (0..k_count)
+        .into_par_iter()
+        .map(|k| {
+            nb[k]
+                .iter()
+                .map(|&j| (j, c.row(k).dot(&c.row(j))))
+                .collect()
+        })
+        .collect();
+    let fct: Array2<f32> = bg.f.dot(&c.t()); // (rank, K)
+    // W = Y C^T - B (F C^T) on each mask.
+    let w: Vec<Vec<f32>> = (0..k_count)
+        .into_par_iter()
+        .map(|k| {
+            let ck = c.row(k);
+            shapes.masks[k]
+                .iter()
+                .map(|&p| {
+                    let mut s = y.row(p as usize).dot(&ck);
+                    for j in 0..bg.b.ncols() {
+                        s -= bg.b[[p as usize, j]] * fct[[j, k]];
+                    }
+                    s
+                })
+                .collect()
+        })
+        .collect();
+    for k in 0..k_count {
+        let qkk = q[k].iter().find(|(j, _)| *j == k).map_or(0.0, |x| x.1);
+        if qkk <= 0.0 {
+            shapes.values[k].iter_mut().for_each(|v| *v = 0.0);
+            continue;
+        }
+        for i in 0..shapes.masks[k].len() {
+            let p = shapes.masks[k][i] as usize;
+            let mut acc = w[k][i];
+            for &(j, jj) in &shapes.by_pixel[p] {
+                let aj = shapes.values[j as usize][jj as usize];
+                if aj == 0.0 {
+                    continue;
+                }
+                if let Some(&(_, qjk)) = q[k].iter().find(|(jx, _)| *jx == j as usize) {
+                    acc -= aj * qjk;
+                }
+            }
+            let v = &mut shapes.values[k][i];
+            *v = (*v + acc / qkk).max(0.0);
+        }
+    }
+}
+
+/// Scales each footprint to a peak of 1, moving the scale into the trace.
+fn normalise(shapes: &mut Shapes, c: &mut Array2<f32>) {
+    for (k, vals) in shapes.values.iter_mut().enumerate() {
+        let m = vals.iter().copied().fold(0.0f32, f32::max);
+        if m > 0.0 {
+            vals.iter_mut().for_each(|v| *v /= m);
+            c.row_mut(k).mapv_inplace(|v| v * m);
+        }
+    }
+}
+
+fn update_background(y: &Array2<f32>, shapes: &Shapes, c: &Array2<f32>, bg: &mut Background) {
+    let p_count = y.nrows();
+    let rank = bg.b.ncols();
+    for j in 0..rank {
+        // b_j^T Y - (b_j^T A) C - (b_j^T B) F
+        let bj = bg.b.column(j).to_owned();
+        let bb = bj.dot(&bj);
+        if bb <= 0.0 {
+            continue;
+        }
+        let mut e: Array1<f32> = y.t().dot(&bj);
+        for k in 0..shapes.masks.len() {
+            let s: f32 = shapes.masks[k]
+                .iter()
+                .zip(&shapes.values[k])
+                .map(|(&p, &a)| a * bj[p as usize])
+                .sum();
+            if s != 0.0 {
+                e.scaled_add(-s, &c.row(k));
+            }
+        }
+        let btb = bg.b.t().dot(&bj);
+        for i in 0..rank {
+            e.scaled_add(-btb[i], &bg.f.row(i));
+        }
+        let mut fj = bg.f.row_mut(j);
+        for (fv, ev) in fj.iter_mut().zip(e.iter()) {
+            *fv = (*fv + ev / bb).max(0.0);
+        }
+    }
+    for j in 0..rank {
+        let fj = bg.f.row(j).to_owned();
+        let ff = fj.dot(&fj);
+        if ff <= 0.0 {
+            continue;
+        }
+        let mut e: Array1<f32> = y.dot(&fj);
+        let cf: Array1<f32> = c.dot(&fj);
+        for k in 0..shapes.masks.len() {
+            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                e[p as usize] -= a * cf[k];
+            }
+        }
+        let ftf = bg.f.dot(&fj);
+        for p in 0..p_count {
+            let mut s = 0.0;
+            for i in 0..rank {
+                s += bg.b[[p, i]] * ftf[i];
+            }
+            e[p] -= s;
+        }
+        for p in 0..p_count {
+            bg.b[[p, j]] = (bg.b[[p, j]] + e[p] / ff).max(0.0);
+        }
+    }
+}
+
+fn find(parent: &mut [usize], i: usize) -> usize {
+    let mut r = i;
+    while parent[r] != r {
+        r = parent[r];
+    }
+    let mut i = i;
+    while parent[i] != r {
+        let next = parent[i];
+        parent[i] = r;
+        i = next;
+    }
+    r
+}
+
+/// Merges overlapping, correlated components (union-find over pairs, lowest index as the root).
+fn merge(shapes: Shapes, c: Array2<f32>, threshold: f64, pixels: usize) -> (Shapes, Array2<f32>) {
+    let k_count = shapes.masks.len();
+    let nb = shapes.overlapping();
+    let mut parent: Vec<usize> = (0..k_count).collect();
+    for k in 0..k_count {
+        for &j in &nb[k] {
+            if j <= k {
+                continue;
+            }
+            // Footprints (not just masks) must overlap.
+            let overlap = shapes.masks[k]
+                .iter()
+                .zip(&shapes.values[k])
+                .any(|(&p, &a)| {
+                    a > 0.0
+                        && shapes.by_pixel[p as usize].iter().any(|&(kk, ii)| {
+                            kk as usize == j && shapes.values[j][ii as usize] > 0.0
+                        })
+                });
+            if overlap && pearson(c.row(k), c.row(j)) > threshold {
+                let (rk, rj) = (find(&mut parent, k), find(&mut parent, j));
+                if rk != rj {
+                    parent[rk.max(rj)] = rk.min(rj);
+                }
+            }
+        }
+    }
+    let roots: Vec<usize> = (0..k_count).map(|k| find(&mut parent, k)).collect();
+    if roots.iter().enumerate().all(|(k, &r)| r == k) {
+        return (shapes, c);
+    }
+    let t = c.ncols();
+    let mut masks = Vec::new();
+    let mut values = Vec::new();
+    let mut traces: Vec<Vec<f32>> = Vec::new();
+    for root in 0..k_count {
+        if roots[root] != root {
+            continue;
+        }
+        let members: Vec<usize> = (0..k_count).filter(|&k| roots[k] == root).collect();
+        // Merged footprint: sum of the members' a_k scaled by their trace norms; trace: the mean of
+        // the members' traces. Both are starting points that the following HALS passes refine.
+        let mut acc: std::collections::BTreeMap<u32, f32> = Default::default();
+        let mut trace = vec![0.0f32; t];
+        for &k in &members {
+            let norm = c.row(k).dot(&c.row(k)).sqrt();
+            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                *acc.entry(p).or_default() += a * norm;
+            }
+            for (o, &v) in trace.iter_mut().zip(c.row(k)) {
+                *o += v;
+            }
+        }
+        let n = members.len() as f32;
+        trace.iter_mut().for_each(|v| *v /= n);
+        masks.push(acc.keys().copied().collect::<Vec<u32>>());
+        values.push(acc.values().copied().collect::<Vec<f32>>());
+        traces.push(trace);
+    }
+    let mut merged = Shapes {
+        masks,
+        values,
+        by_pixel: vec![Vec::new(); pixels],
+    };
+    merged.index();
+    let mut cm = Array2::<f32>::zeros((traces.len(), t));
+    for (k, tr) in traces.into_iter().enumerate() {
+        cm.row_mut(k).assign(&Array1::from(tr));
+    }
+    let mut shapes = merged;
+    let mut cm = cm;
+    normalise(&mut shapes, &mut cm);
+    (shapes, cm)
+}

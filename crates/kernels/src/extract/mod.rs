@@ -1,0 +1,83 @@
+//! Source extraction on one tile: detection (greedy seeding on correlation x peak-to-noise), CNMF
+//! demixing with HALS updates and a low-rank background, merging, and component quality control.
+//!
+//! The movie of a tile is held in memory as a pixel-major matrix `Y` (pixels x frames); tiles keep
+//! this bounded (the tiling issue plans them from a memory budget).
+
+mod cnmf;
+mod detect;
+pub mod filter;
+mod qc;
+
+pub use cnmf::{Background, CnmfParams, demix};
+pub use detect::{DetectParams, detect};
+pub use qc::{QcParams, QcReport, dense_footprints, quality};
+
+use ndarray::{Array2, ArrayView3, Axis};
+use serde::{Deserialize, Serialize};
+
+/// A movie as a pixel-major matrix: row `p = y * width + x` holds pixel p's trace.
+#[derive(Debug, Clone)]
+pub struct PixelMovie {
+    pub data: Array2<f32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl PixelMovie {
+    /// Transposes a (t, y, x) movie.
+    pub fn from_frames(movie: ArrayView3<f32>) -> PixelMovie {
+        let (t, h, w) = movie.dim();
+        let mut data = Array2::<f32>::zeros((h * w, t));
+        for (ti, frame) in movie.axis_iter(Axis(0)).enumerate() {
+            for ((y, x), &v) in frame.indexed_iter() {
+                data[[y * w + x, ti]] = v;
+            }
+        }
+        PixelMovie {
+            data,
+            height: h,
+            width: w,
+        }
+    }
+
+    pub fn frames(&self) -> usize {
+        self.data.ncols()
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.data.nrows()
+    }
+}
+
+/// One extracted component: a sparse footprint over `pixels` (row-major indices, sorted) and its
+/// temporal trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Component {
+    pub pixels: Vec<u32>,
+    pub weights: Vec<f32>,
+    pub trace: Vec<f32>,
+    /// Seed position (row, col).
+    pub seed: [usize; 2],
+}
+
+impl Component {
+    /// Weighted centroid (row, col) of the footprint.
+    pub fn centroid(&self, width: usize) -> [f64; 2] {
+        let (mut sy, mut sx, mut sw) = (0.0, 0.0, 0.0);
+        for (&p, &w) in self.pixels.iter().zip(&self.weights) {
+            let w = f64::from(w);
+            sy += w * (p as usize / width) as f64;
+            sx += w * (p as usize % width) as f64;
+            sw += w;
+        }
+        if sw > 0.0 {
+            [sy / sw, sx / sw]
+        } else {
+            [self.seed[0] as f64, self.seed[1] as f64]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+use ndarray::Array3;
+
+use super::*;
+use crate::metrics::{RoiMask, pearson, score_iou};
+use crate::sim::{SimConfig, Simulation};
+
+fn run(
+    preset: &str,
+    seed: u64,
+) -> (
+    Vec<Component>,
+    Vec<QcReport>,
+    crate::sim::GroundTruth,
+    usize,
+) {
+    let mut c = SimConfig::preset(preset).unwrap();
+    c.frames = 600;
+    c.height = 96;
+    c.width = 96;
+    c.seed = seed;
+    c.motion_rms_px = 0.0;
+    let sim = Simulation::new(c).unwrap();
+    let movie: Array3<f32> = sim.render(0, 600).mapv(f32::from);
+    let r = sim.config().soma_radius_px();
+    let params = DetectParams {
+        radius_px: r,
+        ..DetectParams::default()
+    };
+    let (found, _) = detect(movie.view(), &params);
+    let pm = PixelMovie::from_frames(movie.view());
+    let (comps, bg) = demix(
+        &pm,
+        found,
+        &CnmfParams {
+            search_radius_px: 2.0 * r,
+            ..CnmfParams::default()
+        },
+    );
+    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(r));
+    (comps, qc, sim.ground_truth(), 96)
+}
+
+#[test]
+fn finds_and_demixes_simulated_cells() {
+    let (comps, qc, gt, w) = run("base", 3);
+    let est: Vec<RoiMask> = comps
+        .iter()
+        .zip(&qc)
+        .filter(|(_, q)| q.accepted)
+        .map(|(c, _)| RoiMask::from_indices(&c.pixels, &c.weights, w as u32))
+        .collect();
+    // Score against the cells that fired at least twice in the clip (silent cells are invisible
+    // to any activity-based method).
+    let active: Vec<usize> = gt
+        .cells
+        .iter()
+        .filter(|c| {
+            gt.spikes
+                .row(c.id)
+                .iter()
+                .map(|&s| u32::from(s))
+                .sum::<u32>()
+                >= 2
+        })
+        .map(|c| c.id)
+        .collect();
+    let truth: Vec<RoiMask> = active
+        .iter()
+        .map(|&i| {
+            RoiMask::from_indices(
+                &gt.cells[i].footprint.pixels,
+                &gt.cells[i].footprint.weights,
+                w as u32,
+            )
+        })
+        .collect();
+    let s = score_iou(&truth, &est, 0.5);
+    eprintln!(
+        "base: {} active cells, {} accepted of {} components, recall {:.2} precision {:.2} F1 {:.2}",
+        truth.len(),
+        est.len(),
+        comps.len(),
+        s.recall,
+        s.precision,
+        s.f1
+    );
+    assert!(s.recall >= 0.7, "recall {}", s.recall);
+    assert!(s.precision >= 0.7, "precision {}", s.precision);
+    // Matched traces follow the true fluorescence.
+    let accepted: Vec<&Component> = comps
+        .iter()
+        .zip(&qc)
+        .filter(|(_, q)| q.accepted)
+        .map(|(c, _)| c)
+        .collect();
+    let mut rs: Vec<f64> = s
+        .pairs
+        .iter()
+        .map(|p| {
+            pearson(
+                gt.fluorescence.row(active[p.truth]),
+                ndarray::ArrayView1::from(&accepted[p.estimate].trace),
+            )
+        })
+        .collect();
+    rs.sort_by(f64::total_cmp);
+    let median = rs[rs.len() / 2];
+    assert!(median >= 0.85, "median matched-trace correlation {median}");
+}
+
+#[test]
+fn extraction_is_deterministic() {
+    let (a, qa, _, _) = run("base", 5);
+    let (b, qb, _, _) = run("base", 5);
+    assert_eq!(a, b);
+    assert_eq!(qa, qb);
+}
