@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Quick start: builds tessera, simulates a two-photon recording with ground truth, ingests the real
-# neurofinder clip from ../shared/data, and inspects both. Outputs go to out/quickstart/.
+# Quick start: builds tessera, then runs the analysis on a simulated recording with ground truth
+# (simulate -> register -> extract -> evaluate) and on the real neurofinder clip from ../shared/data
+# (ingest -> extract -> evaluate against the lab's labels). Outputs go to out/quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p tessera-cli
 bin=target/release/tessera
-mkdir -p out/quickstart
-echo "== simulate: base preset, 1500 frames of 512x512 at 30 Hz"
-"$bin" simulate --preset base --frames 1500 --seed 1 --out out/quickstart/sim.zarr --overwrite
-"$bin" inspect out/quickstart/sim.zarr
-nf=../shared/data/neurofinder.01.01/images
-if [ -d "$nf" ]; then
-  echo "== ingest: neurofinder.01.01 (101 real frames, one TIFF each)"
-  "$bin" ingest "$nf" --out out/quickstart/neurofinder.zarr --overwrite
-  "$bin" inspect out/quickstart/neurofinder.zarr
+out=out/quickstart
+mkdir -p "$out"
+echo "== simulate: two-photon GCaMP6s, 256x256 px, 1500 frames at 30 Hz, with motion"
+"$bin" simulate --preset base --frames 1500 --height 256 --width 256 --seed 1 --out "$out/sim.zarr" --overwrite
+"$bin" inspect "$out/sim.zarr"
+echo "== register (rigid phase correlation)"
+"$bin" register "$out/sim.zarr" --out "$out/registered.zarr" --overwrite
+echo "== extract (detection, CNMF demixing, QC, OASIS deconvolution)"
+"$bin" extract "$out/registered.zarr" --out "$out/rois.zarr" --overwrite
+echo "== evaluate against the simulation's ground truth"
+"$bin" evaluate --truth "$out/sim.zarr" --estimate "$out/rois.zarr"
+nf=../shared/data/neurofinder.01.01
+if [ -d "$nf/images" ]; then
+  echo "== real data: neurofinder.01.01 (101 frames, labelled by the Hausser lab)"
+  "$bin" ingest "$nf/images" --out "$out/neurofinder.zarr" --overwrite
+  "$bin" extract "$out/neurofinder.zarr" --out "$out/neurofinder-rois.zarr" --overwrite
+  "$bin" evaluate --truth "$nf/regions/regions.json" --estimate "$out/neurofinder-rois.zarr/rois/regions.json"
 fi
-echo "== done: outputs in out/quickstart/ (ground truth in out/quickstart/sim.zarr/ground_truth)"
+echo "== done: outputs in $out/ (ROIs, traces and spikes under */rois/; see docs/FORMATS.md)"

@@ -63,6 +63,12 @@ fn extraction_finds_simulated_cells() {
     assert!(f1 >= 0.7, "IoU>=0.5 F1 {f1}");
     assert!(precision >= 0.85, "precision {precision}");
     assert!(report["matched_trace_correlation"].as_f64().unwrap() >= 0.9);
+    // dF/F of accepted cells is finite and mostly near 0 with positive transients.
+    let store =
+        tessera_io::Store::open(&tessera_io::Location::parse(out.to_str().unwrap()).unwrap())
+            .unwrap();
+    let dff = store.read_array::<f32>("rois/dff").unwrap();
+    assert!(dff.iter().all(|v| v.is_finite()));
     // The output is complete and self-consistent.
     let qc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("rois/qc.json")).unwrap()).unwrap();

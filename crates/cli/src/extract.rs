@@ -5,6 +5,8 @@
 //! ```text
 //! <out>/rois/footprints/{cell,pixel,weight}   sparse footprints (pixel = y * width + x), peak 1
 //! <out>/rois/traces        (cell, t) float32   demixed fluorescence at the footprint peak
+//! <out>/rois/dff           (cell, t) float32   dF/F: (F - F0) / F0, F = trace + background under the
+//!                                              footprint, F0 its running 8th percentile over 30 s
 //! <out>/rois/denoised      (cell, t) float32   OASIS calcium (baseline removed)
 //! <out>/rois/spikes        (cell, t) float32   OASIS spike amplitudes
 //! <out>/rois/accepted      (cell,)   uint8     QC decision
@@ -23,6 +25,7 @@ use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::{
     CnmfParams, DetectParams, PixelMovie, QcParams, demix, detect, quality,
 };
+use tessera_kernels::traces::dff;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -94,6 +97,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|c| deconvolve(&c.trace, rate, &OasisParams::default()))
         .collect::<Result<_, _>>()?;
     let (k, t) = (comps.len(), shape.t as usize);
+    // dF/F: the component's trace plus the background under its footprint (weighted mean).
+    let window = ((30.0 * rate).round() as usize).max(1);
+    let dffs: Vec<Vec<f32>> = comps
+        .par_iter()
+        .map(|c| {
+            let total: f32 = c.weights.iter().sum();
+            let mut f = c.trace.clone();
+            if total > 0.0 {
+                for (&p, &a) in c.pixels.iter().zip(&c.weights) {
+                    for j in 0..bg.b.ncols() {
+                        let s = a * bg.b[[p as usize, j]] / total;
+                        for (fv, &bv) in f.iter_mut().zip(bg.f.row(j)) {
+                            *fv += s * bv;
+                        }
+                    }
+                }
+            }
+            dff(&f, window, 8.0)
+        })
+        .collect::<Result<_, _>>()?;
     let width = shape.x as usize;
 
     let mut root = serde_json::Map::new();
@@ -152,6 +175,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     output.write_array(
         "rois/traces",
         &rows(&|i| comps[i].trace.clone()),
+        &["cell", "t"],
+        none(),
+    )?;
+    output.write_array(
+        "rois/dff",
+        &rows(&|i| dffs[i].clone()),
         &["cell", "t"],
         none(),
     )?;

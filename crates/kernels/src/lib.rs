@@ -7,6 +7,7 @@
 //! - [`sim`]: the ground-truth simulator;
 //! - [`register`]: rigid motion correction by phase correlation;
 //! - [`extract`]: detection, CNMF demixing (HALS) and component QC on one tile;
+//! - [`traces`]: dF/F with a running-percentile baseline;
 //! - [`deconv`]: spike inference (OASIS, AR(1));
 //! - [`metrics`]: accuracy against ground truth in the field's four matching conventions;
 //! - [`stats`]: per-pixel moments and noise that add up across time chunks;
@@ -22,5 +23,6 @@ pub mod rng;
 pub mod sim;
 pub mod stats;
 pub mod summary;
+pub mod traces;
 
 pub use error::KernelError;
