@@ -144,3 +144,55 @@ fn bad_simulation_settings_are_named() {
     let e = fails(&["simulate", "--out", "memory://x", "--preset", "weird"]);
     assert!(e.contains("unknown preset 'weird'"), "{e}");
 }
+
+#[test]
+fn impossible_settings_and_overlapping_outputs_are_refused() {
+    let e = fails(&["simulate", "--out", "memory://dense", "--density", "1e30"]);
+    assert!(e.contains("cell_density_per_mm2"), "{e}");
+    let e = fails(&[
+        "simulate",
+        "--out",
+        "memory://moving",
+        "--set",
+        "motion_jump_px=1e9",
+    ]);
+    assert!(e.contains("motion"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim.zarr");
+    ok(&[
+        "simulate",
+        "--frames",
+        "20",
+        "--height",
+        "32",
+        "--width",
+        "32",
+        "--out",
+        sim.to_str().unwrap(),
+    ]);
+    let s = sim.to_str().unwrap();
+    let e = fails(&[
+        "extract",
+        s,
+        "--out",
+        dir.path().join("x.zarr").to_str().unwrap(),
+        "--radius-px",
+        "0",
+    ]);
+    assert!(e.contains("--radius-px"), "{e}");
+    let inside = sim.join("registered.zarr");
+    let e = fails(&[
+        "register",
+        s,
+        "--out",
+        inside.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert!(e.contains("overlaps input"), "{e}");
+    let e = fails(&["summarize", s, "--out", s, "--overwrite"]);
+    assert!(e.contains("overlaps input"), "{e}");
+    // The input is untouched.
+    ok(&["inspect", s]);
+    let e = fails(&["ingest", "x.tif", "--out", "memory://r", "--frame-rate=-3"]);
+    assert!(e.contains("frame rate must be a positive number"), "{e}");
+}

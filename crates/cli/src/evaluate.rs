@@ -68,8 +68,12 @@ fn load(source: &str) -> anyhow::Result<Rois> {
     let width = attrs
         .get("width")
         .and_then(serde_json::Value::as_u64)
-        .with_context(|| format!("{group}/footprints has no width attribute"))?
-        as u32;
+        .filter(|&w| w > 0 && w <= u64::from(u32::MAX))
+        .with_context(|| {
+            format!(
+                "{source}: {group}/footprints has no valid width attribute (a positive integer)"
+            )
+        })? as u32;
     let read_u32 = |name: &str| -> anyhow::Result<ndarray::Array1<u32>> {
         Ok(store
             .read_array::<u32>(&format!("{group}/footprints/{name}"))?

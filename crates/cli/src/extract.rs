@@ -15,7 +15,7 @@
 //! <out>/summary/{mean,correlation,pnr}   images used for detection
 //! ```
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 use serde_json::json;
@@ -66,13 +66,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .map(|p| 6.0 / p)
         })
         .unwrap_or(5.0);
-    let rate = rec.meta().frame_rate_hz.unwrap_or(30.0);
+    if !(radius.is_finite() && radius >= 1.0 && radius <= (shape.y.min(shape.x) as f64) / 2.0) {
+        bail!(
+            "soma radius {radius} px (from {}) must lie between 1 and half the field ({} px)",
+            if args.radius_px.is_some() {
+                "--radius-px"
+            } else {
+                "6 um over the recording's pixel size"
+            },
+            shape.y.min(shape.x) / 2
+        );
+    }
+    let rate = match rec.meta().frame_rate_hz {
+        Some(r) if r.is_finite() && r > 0.0 => r,
+        Some(r) => bail!(
+            "the recording's frame rate {r} Hz is not a positive number (fix its metadata or re-ingest with --frame-rate)"
+        ),
+        None => 30.0,
+    };
+    crate::register::refuse_overlap(&args.uri, &args.out)?;
     let output = Output::create(&args.out, args.overwrite)
         .with_context(|| format!("cannot write to {}", args.out))?;
     let started = std::time::Instant::now();
     let movie = rec
         .read_box_f32(&shape.full_box())
         .with_context(|| format!("failed to read {}", args.uri))?;
+    if let Some(((t, y, x), v)) = movie.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        bail!(
+            "{} holds a non-finite value ({v}) at frame {t}, pixel ({y}, {x}): extraction needs finite data (crop or fill such pixels first)",
+            args.uri
+        );
+    }
     let detect_params = DetectParams {
         radius_px: radius,
         min_corr: args.min_corr,

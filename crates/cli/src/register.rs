@@ -100,7 +100,36 @@ fn register_into<T: Sample>(
     Ok(shifts)
 }
 
+/// Refuses an output location that is the input, inside it, or contains it: with `--overwrite` on an
+/// object store the old output is erased before the input would be read.
+pub fn refuse_overlap(input: &str, output: &str) -> anyhow::Result<()> {
+    let key = |uri: &str| -> anyhow::Result<String> {
+        Ok(match tessera_io::Location::parse(uri)? {
+            tessera_io::Location::File(p) => {
+                let abs = if p.is_absolute() {
+                    p
+                } else {
+                    std::env::current_dir()?.join(p)
+                };
+                format!(
+                    "file://{}/",
+                    abs.display().to_string().trim_end_matches('/')
+                )
+            }
+            other => format!("{}/", other.to_string().trim_end_matches('/')),
+        })
+    };
+    let (i, o) = (key(input)?, key(output)?);
+    if i.starts_with(&o) || o.starts_with(&i) {
+        anyhow::bail!(
+            "output {output} overlaps input {input}: write the result to a separate location"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    refuse_overlap(&args.uri, &args.out)?;
     let rec = Recording::open(&args.uri, args.array.as_deref())
         .with_context(|| format!("failed to open recording {}", args.uri))?;
     let shape = rec.shape();
@@ -186,12 +215,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shape.y,
         shape.x,
         started.elapsed().as_secs_f64(),
-        args.max_shift
+        reg.max_shift_px()
     );
     if n_clipped > 0 {
-        eprintln!(
-            "warning: {n_clipped} frame(s) hit the shift limit; their motion may be larger (raise --max-shift)"
-        );
+        if reg.max_shift_px() < args.max_shift {
+            eprintln!(
+                "warning: {n_clipped} frame(s) hit the shift limit of {} px, set by the field size (half the smaller side); their motion may be larger",
+                reg.max_shift_px()
+            );
+        } else {
+            eprintln!(
+                "warning: {n_clipped} frame(s) hit the shift limit; their motion may be larger (raise --max-shift)"
+            );
+        }
     }
     Ok(())
 }

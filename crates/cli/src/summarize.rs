@@ -25,6 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::register::refuse_overlap(&args.uri, &args.out)?;
     let rec = Recording::open(&args.uri, args.array.as_deref())
         .with_context(|| format!("failed to open recording {}", args.uri))?;
     let shape = rec.shape();

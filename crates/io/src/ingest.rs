@@ -65,6 +65,18 @@ pub fn ingest_tiff(
     options: &IngestOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<IngestReport, IoError> {
+    for (name, v) in [
+        ("frame rate", options.frame_rate_hz),
+        ("pixel size", options.pixel_size_um),
+    ] {
+        if let Some(v) = v
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(IoError::Invalid(format!(
+                "{name} must be a positive number, got {v}"
+            )));
+        }
+    }
     let src = TiffSource::open(source)?;
     let mut meta = src.found_meta().clone();
     if options.frame_rate_hz.is_some() {

@@ -42,19 +42,22 @@ fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, IoError> {
 /// Counts pages by walking the IFD chain without decoding pixels.
 fn count_pages(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<usize, IoError> {
     let mut n = 0usize;
+    let mut seen = std::collections::HashSet::new();
     let mut ptr = dec.ifd_pointer();
     while let Some(p) = ptr {
+        if !seen.insert(p.0) {
+            return Err(tiff_err(
+                path,
+                format!(
+                    "page {n}: the page chain loops back to an earlier page (corrupt IFD offsets)"
+                ),
+            ));
+        }
         let dir = dec
             .read_directory(p)
             .map_err(|e| tiff_err(path, format!("page {n}: {e}")))?;
         n += 1;
         ptr = dir.next();
-        if n > 50_000_000 {
-            return Err(tiff_err(
-                path,
-                "page chain does not end (cycle in IFD offsets)",
-            ));
-        }
     }
     Ok(n)
 }
@@ -148,8 +151,28 @@ impl TiffSource {
             total += n;
             files.push((p, n));
         }
+        // ImageJ writes stacks over 4 GB as one page followed by raw frames; tessera reads pages.
+        if let Some(images) = found
+            .acquisition
+            .get("imagej_images")
+            .and_then(serde_json::Value::as_u64)
+            && files.len() == 1
+            && images as usize > total
+        {
+            return Err(tiff_err(
+                &files[0].0,
+                format!(
+                    "ImageJ header announces {images} frames but the file has {total} page(s): a raw ImageJ stack (over 4 GB) is not supported; re-save it as BigTIFF"
+                ),
+            ));
+        }
         if meta.is_dir() {
             merge_info_json(path, &mut found);
+        }
+        if let Some(r) = found.frame_rate_hz
+            && !(r.is_finite() && r > 0.0)
+        {
+            found.frame_rate_hz = None;
         }
         found.source = Some(path.display().to_string());
         let shape = Shape3::new(total as u64, u64::from(h), u64::from(w))?;
@@ -352,6 +375,10 @@ fn scan_metadata(dec: &mut Decoder<BufReader<File>>, _width: u32) -> RecordingMe
     {
         meta.pixel_size_um = Some(f64::from(d) / f64::from(n));
     }
+    if let Some(n) = value_of("images") {
+        meta.acquisition
+            .insert("imagej_images".into(), (n as u64).into());
+    }
     if text.contains("SI.VERSION") || text.contains("scanimage") || text.contains("state.acq") {
         meta.acquisition
             .insert("acquisition_software".into(), "ScanImage".into());
@@ -375,7 +402,10 @@ fn merge_info_json(folder: &Path, meta: &mut RecordingMeta) {
         return;
     };
     if meta.frame_rate_hz.is_none() {
-        meta.frame_rate_hz = info.get("rate-hz").and_then(serde_json::Value::as_f64);
+        meta.frame_rate_hz = info
+            .get("rate-hz")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|r| r.is_finite() && *r > 0.0);
     }
     if meta.pixel_size_um.is_none() {
         meta.pixel_size_um = info

@@ -291,16 +291,42 @@ impl Output {
     /// Makes the output visible at its final location. Call once everything is written.
     pub fn finish(mut self) -> Result<Location, IoError> {
         if let Some((staging, path)) = &self.staging {
-            if path.exists() {
-                std::fs::remove_dir_all(path).map_err(|source| IoError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+            // Swap in the new output without a moment where neither exists: move the old one
+            // aside, rename the staging folder into place, then delete the old one (restoring it
+            // if the rename fails).
+            let file_err = |p: &PathBuf| {
+                let p = p.clone();
+                move |source| IoError::File { path: p, source }
+            };
+            let aside = path.with_file_name(format!(
+                ".{}.old",
+                path.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            ));
+            let had_old = path.exists();
+            if had_old {
+                if aside.exists() {
+                    std::fs::remove_dir_all(&aside).map_err(file_err(&aside))?;
+                }
+                std::fs::rename(path, &aside).map_err(file_err(path))?;
             }
-            std::fs::rename(staging, path).map_err(|source| IoError::File {
-                path: path.clone(),
-                source,
-            })?;
+            if let Err(e) = std::fs::rename(staging, path) {
+                if had_old {
+                    let _ = std::fs::rename(&aside, path);
+                }
+                return Err(IoError::File {
+                    path: path.clone(),
+                    source: e,
+                });
+            }
+            if had_old {
+                if aside.is_dir() {
+                    std::fs::remove_dir_all(&aside).map_err(file_err(&aside))?;
+                } else {
+                    std::fs::remove_file(&aside).map_err(file_err(&aside))?;
+                }
+            }
         }
         self.finished = true;
         Ok(self.target.clone())

@@ -16,7 +16,7 @@
 //! - `g`: least-squares fit of the autocovariance `C(k+1) = g C(k)` over lags 1..10 (lags >= 1 are
 //!   free of white noise), as CaImAn's `estimate_time_constant` does with its lags;
 //! - `lambda`: the noise-constrained choice (constrained foopsi): the smallest `lambda >= 0` whose
-//!   fit leaves `||c - y'||^2 >= sigma^2 T`, by bisection.
+//!   fit leaves `||c - (y - b)||^2 >= sigma^2 T`, by bisection.
 
 use serde::{Deserialize, Serialize};
 

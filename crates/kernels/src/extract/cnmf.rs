@@ -151,12 +151,15 @@ pub fn demix(
     }
     let seeds: Vec<[usize; 2]> = comps.iter().map(|c| c.seed).collect();
     let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
-    for pass in 0..params.iterations.max(1) {
+    let passes = params.iterations.max(1);
+    // Merge once, halfway (after the first pass when there is only one).
+    let merge_after = (passes / 2).max(1) - 1;
+    for pass in 0..passes {
         update_temporal(y, &shapes, &mut c, &bg);
         update_spatial(y, &mut shapes, &c, &bg);
         normalise(&mut shapes, &mut c);
         update_background(y, &shapes, &c, &mut bg);
-        if pass + 1 == params.iterations.max(1) / 2 {
+        if pass == merge_after {
             let (s, cc) = merge(
                 shapes,
                 c,
@@ -165,6 +168,10 @@ pub fn demix(
             );
             shapes = s;
             c = cc;
+            if pass + 1 == passes {
+                // No pass follows: refit the merged traces once.
+                update_temporal(y, &shapes, &mut c, &bg);
+            }
         }
     }
     let mut out = Vec::new();

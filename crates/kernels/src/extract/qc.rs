@@ -75,6 +75,14 @@ pub fn quality(
         .par_iter()
         .enumerate()
         .map(|(k, comp)| {
+            if comp.trace.is_empty() || comp.pixels.is_empty() {
+                return QcReport {
+                    snr: 0.0,
+                    r_value: 0.0,
+                    size_px: 0,
+                    accepted: false,
+                };
+            }
             let tr = ndarray::ArrayView1::from(&comp.trace);
             let noise = noise_fft(&comp.trace, PsdAverage::Mean) as f32;
             let mut sorted = comp.trace.clone();

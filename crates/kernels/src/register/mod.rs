@@ -154,6 +154,16 @@ impl RigidRegistration {
         RigidRegistration::new(template, params)
     }
 
+    /// The largest shift searched: `max_shift_px`, capped at half the smaller side of the field
+    /// minus one.
+    pub fn max_shift_px(&self) -> f64 {
+        let (h, w) = self.template.dim();
+        self.params
+            .max_shift_px
+            .min((h.min(w) / 2 - 1) as f64)
+            .max(0.0)
+    }
+
     /// The template frames are registered to.
     pub fn template(&self) -> &Array2<f32> {
         &self.template
@@ -168,11 +178,7 @@ impl RigidRegistration {
             *s = *s / (s.norm() + 1e-5) * r;
         }
         let cc = self.fft.inverse_real(&spec);
-        let max = self
-            .params
-            .max_shift_px
-            .min((h.min(w) / 2 - 1) as f64)
-            .max(0.0);
+        let max = self.max_shift_px();
         let m = max.floor() as isize;
         let at = |dy: isize, dx: isize| {
             cc[[

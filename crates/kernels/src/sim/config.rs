@@ -306,6 +306,37 @@ impl SimConfig {
                 format!("must be at most 16, got {}", self.neuropil_rank),
             );
         }
+        // Bounds that keep memory finite: the simulated canvas (field plus motion margin) and the
+        // number of somata it can hold.
+        let margin = self.margin_px() as u128;
+        let canvas = (self.height as u128 + 2 * margin) * (self.width as u128 + 2 * margin);
+        if canvas > 1 << 28 {
+            return bad(
+                "shape",
+                format!(
+                    "the simulated canvas ({}x{} plus a motion margin of {margin} px) exceeds 2^28 pixels: reduce the field or the motion",
+                    self.height, self.width
+                ),
+            );
+        }
+        if self.motion_rms_px > 100.0 || self.motion_jump_px > 200.0 {
+            return bad(
+                "motion_rms_px",
+                "motion above 100 px rms or jumps above 200 px are not supported".to_string(),
+            );
+        }
+        let area_per_cell_um2 = std::f64::consts::PI * (0.5 * self.soma_radius_um).powi(2);
+        if self.cell_density_per_mm2 > 1e6 / area_per_cell_um2 {
+            return bad(
+                "cell_density_per_mm2",
+                format!(
+                    "{} cells/mm^2 cannot fit somata of radius {} um (at most {:.0})",
+                    self.cell_density_per_mm2,
+                    self.soma_radius_um,
+                    1e6 / area_per_cell_um2
+                ),
+            );
+        }
         if self.soma_radius_um / self.pixel_size_um > 64.0 {
             return bad(
                 "soma_radius_um",

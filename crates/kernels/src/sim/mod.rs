@@ -352,7 +352,7 @@ fn place_cells(config: &SimConfig, canvas: (usize, usize)) -> Vec<CanvasCell> {
     );
     let mut grid: Vec<Vec<usize>> = vec![Vec::new(); by * bx];
     let mut rng = Rng::new(config.seed, STREAM_LAYOUT);
-    let mut placed: Vec<([f64; 2], f64)> = Vec::with_capacity(target);
+    let mut placed: Vec<([f64; 2], f64)> = Vec::with_capacity(target.min(ch * cw));
     let mut attempts = 0usize;
     while placed.len() < target && attempts < 50 * target.max(1) {
         attempts += 1;
