@@ -108,6 +108,7 @@ impl Recording {
     /// Opens a recording in an already opened store.
     pub fn open_in(store: Store, array_path: Option<&str>) -> Result<Recording, IoError> {
         let loc = store.location().to_string();
+        store.check_complete()?;
         let path = match array_path {
             Some(p) => {
                 let p = normalise_path(p);

@@ -139,11 +139,30 @@ impl Store {
 }
 
 impl Store {
+    /// Refuses a store whose root group tessera marked incomplete (an interrupted write).
+    pub fn check_complete(&self) -> Result<(), IoError> {
+        let status = self.attributes("")?.and_then(|a| {
+            a.get("tessera")
+                .and_then(|t| t.get("status"))
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        });
+        match status {
+            Some(s) if s != "complete" => Err(IoError::Incomplete {
+                location: self.location.to_string(),
+                path: "/".into(),
+                status: s,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads a whole (small) array of any rank, e.g. a ground-truth table. `T` must match its type.
     pub fn read_array<T: zarrs::array::ElementOwned>(
         &self,
         path: &str,
     ) -> Result<ndarray::ArrayD<T>, IoError> {
+        self.check_complete()?;
         let p = format!("/{}", path.trim_matches('/'));
         let fail = |reason: String| IoError::Read {
             location: self.location.to_string(),

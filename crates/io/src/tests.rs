@@ -107,3 +107,40 @@ fn appending_beyond_the_shape_or_with_wrong_frames_fails() {
     assert!(w.append(Array3::<u8>::zeros((4, 4, 4)).view()).is_err());
     assert!(w.append(Array3::<u8>::zeros((1, 5, 4)).view()).is_err());
 }
+
+#[test]
+fn object_store_outputs_are_incomplete_until_finished() {
+    let uri = "memory://interrupted";
+    let shape = Shape3::new(4, 4, 4).unwrap();
+    let output = Output::create(uri, true).unwrap();
+    let mut w = RecordingWriter::<u16>::create(&output, shape, &WriteOptions::default()).unwrap();
+    w.append(Array3::<u16>::zeros((4, 4, 4)).view()).unwrap();
+    // The recording itself is complete, but the output as a whole is not: an interrupted run.
+    w.finish().unwrap();
+    output
+        .write_array(
+            "extra",
+            &ndarray::Array1::<f32>::zeros(3).into_dyn(),
+            &["i"],
+            serde_json::Map::new(),
+        )
+        .unwrap();
+    drop(output);
+    let e = Recording::open(uri, None).unwrap_err().to_string();
+    assert!(e.contains("incomplete"), "{e}");
+    let store = crate::Store::open(&crate::Location::parse(uri).unwrap()).unwrap();
+    assert!(
+        store
+            .read_array::<f32>("extra")
+            .unwrap_err()
+            .to_string()
+            .contains("incomplete")
+    );
+    // Finishing marks it complete.
+    let output = Output::create(uri, true).unwrap();
+    let mut w = RecordingWriter::<u16>::create(&output, shape, &WriteOptions::default()).unwrap();
+    w.append(Array3::<u16>::zeros((4, 4, 4)).view()).unwrap();
+    w.finish().unwrap();
+    output.finish().unwrap();
+    assert!(Recording::open(uri, None).is_ok());
+}

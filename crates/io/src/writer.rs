@@ -116,6 +116,8 @@ pub struct Output {
     target: Location,
     /// For filesystem outputs: (staging folder, final folder).
     staging: Option<(PathBuf, PathBuf)>,
+    /// Attributes of the root group; its `tessera.status` stays `incomplete` until `finish`.
+    root: std::sync::Mutex<serde_json::Map<String, serde_json::Value>>,
     finished: bool,
 }
 
@@ -168,6 +170,7 @@ impl Output {
                     store,
                     target: target.clone(),
                     staging: Some((staging, path.clone())),
+                    root: Default::default(),
                     finished: false,
                 })
             }
@@ -193,12 +196,16 @@ impl Output {
                             reason: e.to_string(),
                         })?;
                 }
-                Ok(Output {
+                let output = Output {
                     store,
                     target,
                     staging: None,
+                    root: Default::default(),
                     finished: false,
-                })
+                };
+                // Mark the output incomplete before anything else lands in it.
+                output.write_group(serde_json::Map::new())?;
+                Ok(output)
             }
         }
     }
@@ -218,7 +225,14 @@ impl Output {
         &self,
         attributes: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), IoError> {
-        self.write_group_at("/", attributes)
+        let mut root = self
+            .root
+            .lock()
+            .map_err(|_| IoError::Invalid("root attributes poisoned".into()))?;
+        *root = attributes;
+        let attrs = with_status(&root, "incomplete");
+        drop(root);
+        self.write_group_at("/", attrs)
     }
 
     /// Writes a group's metadata at `path` with `attributes`.
@@ -290,6 +304,15 @@ impl Output {
 
     /// Makes the output visible at its final location. Call once everything is written.
     pub fn finish(mut self) -> Result<Location, IoError> {
+        // The root's status flips last: readers of object stores see `complete` only now.
+        let attrs = {
+            let root = self
+                .root
+                .lock()
+                .map_err(|_| IoError::Invalid("root attributes poisoned".into()))?;
+            with_status(&root, STATUS_COMPLETE)
+        };
+        self.write_group_at("/", attrs)?;
         if let Some((staging, path)) = &self.staging {
             // Swap in the new output without a moment where neither exists: move the old one
             // aside, rename the staging folder into place, then delete the old one (restoring it
@@ -339,6 +362,24 @@ impl Output {
             reason,
         }
     }
+}
+
+/// `attributes` with `tessera.status` set to `status` (the `tessera` attribute created if needed).
+fn with_status(
+    attributes: &serde_json::Map<String, serde_json::Value>,
+    status: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = attributes.clone();
+    let entry = out
+        .entry(META_ATTRIBUTE.to_string())
+        .or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    if let Some(obj) = entry.as_object_mut() {
+        obj.insert("status".into(), status.into());
+    }
+    out
 }
 
 /// Writes the frames of one recording in order, buffering one chunk-row of frames at a time so that
