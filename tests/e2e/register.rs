@@ -93,3 +93,47 @@ fn registration_recovers_simulated_motion() {
         "registration did not steady the movie"
     );
 }
+
+#[test]
+fn piecewise_registration_of_rigid_motion_leaves_blocks_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim.zarr");
+    let reg = dir.path().join("reg.zarr");
+    ok(&[
+        "simulate",
+        "--preset",
+        "base",
+        "--motion-px",
+        "2",
+        "--frames",
+        "96",
+        "--height",
+        "96",
+        "--width",
+        "112",
+        "--seed",
+        "3",
+        "--chunks",
+        "32,64,64",
+        "--out",
+        sim.to_str().unwrap(),
+    ]);
+    ok(&[
+        "register",
+        sim.to_str().unwrap(),
+        "--out",
+        reg.to_str().unwrap(),
+        "--piecewise",
+        "--block-px",
+        "64",
+    ]);
+    let out = Store::open(&Location::parse(reg.to_str().unwrap()).unwrap()).unwrap();
+    let blocks = out.read_array::<f32>("registration/block_shifts").unwrap();
+    assert_eq!(blocks.shape(), &[96, 2, 3, 2]);
+    // The motion is rigid: once the rigid shift is removed, blocks barely move.
+    let rms =
+        (blocks.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / blocks.len() as f64).sqrt();
+    assert!(rms < 0.5, "residual block shifts rms {rms} px");
+    let after = Recording::open(reg.to_str().unwrap(), None).unwrap();
+    assert_eq!(after.shape().to_array(), [96, 96, 112]);
+}

@@ -7,6 +7,8 @@
 //! <out>/registration/peak         (t,) float32 phase-correlation peak
 //! <out>/registration/clipped      (t,) uint8: 1 where the shift hit --max-shift
 //! <out>/registration/template     (y, x) float32
+//! <out>/registration/block_shifts (t, block_y, block_x, 2) float32, with --piecewise: each block's
+//!                                 residual (dy, dx) after the rigid shift (smoothed)
 //! ```
 
 use anyhow::Context;
@@ -15,7 +17,9 @@ use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::{Box3, Dtype};
 use tessera_io::{Output, Recording, RecordingWriter, Sample, WriteOptions};
-use tessera_kernels::register::{FrameShift, RigidParams, RigidRegistration, shift_frame};
+use tessera_kernels::register::{
+    FrameShift, PiecewiseParams, PiecewiseRegistration, RigidParams, RigidRegistration, shift_frame,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,6 +36,15 @@ pub struct Args {
     /// Frames sampled to build the template.
     #[arg(long, default_value_t = RigidParams::default().template_frames)]
     pub template_frames: usize,
+    /// After the rigid shift, register overlapping blocks too (piecewise-rigid, NoRMCorre-style).
+    #[arg(long)]
+    pub piecewise: bool,
+    /// Block edge (px) of the piecewise-rigid stage.
+    #[arg(long, default_value_t = PiecewiseParams::default().block_px)]
+    pub block_px: usize,
+    /// Largest residual shift (px) of a block after the rigid shift.
+    #[arg(long, default_value_t = PiecewiseParams::default().max_shift_px)]
+    pub block_max_shift: f64,
     /// Replace an existing output.
     #[arg(long)]
     pub overwrite: bool,
@@ -65,39 +78,65 @@ fn template_sample(rec: &Recording, wanted: usize) -> anyhow::Result<Array3<f32>
     Ok(ndarray::concatenate(Axis(0), &views)?)
 }
 
+/// Shifts of every frame, and for piecewise registration each frame's block shifts (dy, dx grids).
+type Shifts = (Vec<FrameShift>, Vec<(Array2<f32>, Array2<f32>)>);
+
+/// One registered frame: its rigid shift, its block shifts (piecewise only) and its pixels.
+type Registered<T> = (FrameShift, Option<(Array2<f32>, Array2<f32>)>, Array2<T>);
+
 fn register_into<T: Sample>(
     rec: &Recording,
     reg: &RigidRegistration,
+    piecewise: Option<&PiecewiseRegistration>,
     output: &Output,
     options: &WriteOptions,
     bar: &indicatif::ProgressBar,
-) -> anyhow::Result<Vec<FrameShift>> {
+) -> anyhow::Result<Shifts> {
     let shape = rec.shape();
     let mut writer = RecordingWriter::<T>::create(output, shape, options)?;
     let ct = rec.chunks()[0].max(1);
     let mut shifts = Vec::with_capacity(shape.t as usize);
+    let mut blocks = Vec::new();
     let mut t = 0;
     while t < shape.t {
         let end = (t + ct).min(shape.t);
         let block = rec
             .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
             .with_context(|| format!("failed to read frames {t}..{end}"))?;
-        let s = reg.estimate_all(block.view());
-        let frames: Vec<Array2<T>> = (0..block.len_of(Axis(0)))
+        let n = block.len_of(Axis(0));
+        let done: Vec<Registered<T>> = (0..n)
             .into_par_iter()
-            .map(|i| shift_frame(block.index_axis(Axis(0), i), s[i].dy, s[i].dx).mapv(T::from_f32))
+            .map(|i| {
+                let frame = block.index_axis(Axis(0), i);
+                match piecewise {
+                    Some(pw) => {
+                        let s = pw.estimate(frame);
+                        let out = pw.apply(frame, &s).mapv(T::from_f32);
+                        (s.rigid, Some((s.block_dy, s.block_dx)), out)
+                    }
+                    None => {
+                        let s = reg.estimate(frame);
+                        (s, None, shift_frame(frame, s.dy, s.dx).mapv(T::from_f32))
+                    }
+                }
+            })
             .collect();
-        let views: Vec<_> = frames
+        let views: Vec<_> = done
             .iter()
-            .map(|f| f.view().insert_axis(Axis(0)))
+            .map(|d| d.2.view().insert_axis(Axis(0)))
             .collect();
         writer.append(ndarray::concatenate(Axis(0), &views)?.view())?;
-        shifts.extend(s);
+        for (s, b, _) in done {
+            shifts.push(s);
+            if let Some(b) = b {
+                blocks.push(b);
+            }
+        }
         bar.set_position(end);
         t = end;
     }
     writer.finish()?;
-    Ok(shifts)
+    Ok((shifts, blocks))
 }
 
 /// Refuses an output location that is the input, inside it, or contains it: with `--overwrite` on an
@@ -141,12 +180,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let sample = template_sample(&rec, params.template_frames)?;
     let reg = RigidRegistration::from_movie(sample.view(), params.clone())?;
+    let pw_params = PiecewiseParams {
+        block_px: args.block_px,
+        max_shift_px: args.block_max_shift,
+    };
+    let piecewise = if args.piecewise {
+        Some(PiecewiseRegistration::new(
+            reg.template().clone(),
+            params.clone(),
+            &pw_params,
+        )?)
+    } else {
+        None
+    };
     let output = Output::create(&args.out, args.overwrite)
         .with_context(|| format!("cannot write to {}", args.out))?;
     let mut root = serde_json::Map::new();
     root.insert(
         "tessera".into(),
-        json!({"kind": "registration", "movie": "movie", "input": args.uri, "method": "rigid phase correlation", "params": params}),
+        json!({"kind": "registration", "movie": "movie", "input": args.uri,
+               "method": if args.piecewise { "rigid then piecewise-rigid phase correlation" } else { "rigid phase correlation" },
+               "params": params, "piecewise": if args.piecewise { serde_json::to_value(&pw_params)? } else { serde_json::Value::Null }}),
     );
     output.write_group(root)?;
     let mut meta = rec.meta().clone();
@@ -158,17 +212,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..WriteOptions::default()
     };
     let bar = crate::progress::frames(shape.t, "register");
-    let shifts = match rec.dtype() {
-        Dtype::Uint8 => register_into::<u8>(&rec, &reg, &output, &options, &bar),
-        Dtype::Uint16 => register_into::<u16>(&rec, &reg, &output, &options, &bar),
-        Dtype::Uint32 => register_into::<u32>(&rec, &reg, &output, &options, &bar),
-        Dtype::Uint64 => register_into::<u64>(&rec, &reg, &output, &options, &bar),
-        Dtype::Int8 => register_into::<i8>(&rec, &reg, &output, &options, &bar),
-        Dtype::Int16 => register_into::<i16>(&rec, &reg, &output, &options, &bar),
-        Dtype::Int32 => register_into::<i32>(&rec, &reg, &output, &options, &bar),
-        Dtype::Int64 => register_into::<i64>(&rec, &reg, &output, &options, &bar),
+    let (shifts, block_shifts) = match rec.dtype() {
+        Dtype::Uint8 => {
+            register_into::<u8>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
+        Dtype::Uint16 => {
+            register_into::<u16>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
+        Dtype::Uint32 => {
+            register_into::<u32>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
+        Dtype::Uint64 => {
+            register_into::<u64>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
+        Dtype::Int8 => register_into::<i8>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar),
+        Dtype::Int16 => {
+            register_into::<i16>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
+        Dtype::Int32 => {
+            register_into::<i32>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
+        Dtype::Int64 => {
+            register_into::<i64>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
+        }
         Dtype::Float32 | Dtype::Float64 => {
-            register_into::<f32>(&rec, &reg, &output, &options, &bar)
+            register_into::<f32>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
         }
     }
     .with_context(|| format!("failed to register {}", args.uri))?;
@@ -204,6 +272,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &["y", "x"],
         serde_json::Map::new(),
     )?;
+    if let Some(first) = block_shifts.first() {
+        let (ny, nx) = first.0.dim();
+        let mut b = ndarray::Array4::<f32>::zeros((block_shifts.len(), ny, nx, 2));
+        for (t, (dy, dx)) in block_shifts.iter().enumerate() {
+            b.slice_mut(ndarray::s![t, .., .., 0]).assign(dy);
+            b.slice_mut(ndarray::s![t, .., .., 1]).assign(dx);
+        }
+        output.write_array(
+            "registration/block_shifts",
+            &b.into_dyn(),
+            &["t", "block_y", "block_x", "axis"],
+            serde_json::Map::new(),
+        )?;
+    }
     let location = output.finish()?;
     let max = shifts
         .iter()

@@ -18,8 +18,10 @@
 //! frames, a few times.
 
 mod fft2;
+mod piecewise;
 
 pub use fft2::Fft2;
+pub use piecewise::{PiecewiseParams, PiecewiseRegistration, PiecewiseShift};
 
 use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
