@@ -161,33 +161,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     output.write_array("summary/pnr", &images.pnr.into_dyn(), &["y", "x"], none())?;
     output.write_group_at("rois", none())?;
-    let mut fp_attrs = serde_json::Map::new();
-    fp_attrs.insert("pixel_index".into(), "y * width + x".into());
-    fp_attrs.insert("width".into(), width.into());
-    output.write_group_at("rois/footprints", fp_attrs)?;
-    let (mut cell, mut pixel, mut weight) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, c) in comps.iter().enumerate() {
-        cell.extend(std::iter::repeat_n(i as u32, c.pixels.len()));
-        pixel.extend_from_slice(&c.pixels);
-        weight.extend_from_slice(&c.weights);
-    }
-    output.write_array(
-        "rois/footprints/cell",
-        &Array1::from(cell).into_dyn(),
-        &["nnz"],
-        none(),
-    )?;
-    output.write_array(
-        "rois/footprints/pixel",
-        &Array1::from(pixel).into_dyn(),
-        &["nnz"],
-        none(),
-    )?;
-    output.write_array(
-        "rois/footprints/weight",
-        &Array1::from(weight).into_dyn(),
-        &["nnz"],
-        none(),
+    output.write_footprints(
+        "rois/footprints",
+        width,
+        comps.iter().map(|c| (&c.pixels[..], &c.weights[..])),
     )?;
     let rows = |f: &dyn Fn(usize) -> Vec<f32>| {
         let mut a = Array2::<f32>::zeros((k, t));

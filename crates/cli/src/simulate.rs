@@ -14,7 +14,6 @@
 //! ```
 
 use anyhow::{Context, bail};
-use ndarray::Array1;
 use serde_json::{Value, json};
 use tessera_core::{RecordingMeta, Region, Shape3, regions_to_json};
 use tessera_io::{Output, RecordingWriter, WriteOptions};
@@ -285,36 +284,12 @@ fn write_ground_truth(
         );
         a
     })?;
-    let mut fp_attrs = serde_json::Map::new();
-    fp_attrs.insert("pixel_index".into(), "y * width + x".into());
-    fp_attrs.insert("width".into(), width.into());
-    output.write_group_at("ground_truth/footprints", fp_attrs)?;
-    let nnz: usize = gt.cells.iter().map(|c| c.footprint.pixels.len()).sum();
-    let mut cell = Vec::with_capacity(nnz);
-    let mut pixel = Vec::with_capacity(nnz);
-    let mut weight = Vec::with_capacity(nnz);
-    for c in &gt.cells {
-        cell.extend(std::iter::repeat_n(c.id as u32, c.footprint.pixels.len()));
-        pixel.extend_from_slice(&c.footprint.pixels);
-        weight.extend_from_slice(&c.footprint.weights);
-    }
-    output.write_array(
-        "ground_truth/footprints/cell",
-        &Array1::from(cell).into_dyn(),
-        &["nnz"],
-        no_attrs(),
-    )?;
-    output.write_array(
-        "ground_truth/footprints/pixel",
-        &Array1::from(pixel).into_dyn(),
-        &["nnz"],
-        no_attrs(),
-    )?;
-    output.write_array(
-        "ground_truth/footprints/weight",
-        &Array1::from(weight).into_dyn(),
-        &["nnz"],
-        no_attrs(),
+    output.write_footprints(
+        "ground_truth/footprints",
+        width,
+        gt.cells
+            .iter()
+            .map(|c| (&c.footprint.pixels[..], &c.footprint.weights[..])),
     )?;
     let regions: Vec<Region> = gt
         .cells

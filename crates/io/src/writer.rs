@@ -297,6 +297,45 @@ impl Output {
             .map_err(|e| self.write_err(&what, e.to_string()))
     }
 
+    /// Writes sparse footprints as the group `group` holding `cell`, `pixel` and `weight` arrays (one
+    /// entry per non-zero; `pixel = y * width + x`; cell ids are positions in `footprints`).
+    pub fn write_footprints<'a>(
+        &self,
+        group: &str,
+        width: usize,
+        footprints: impl IntoIterator<Item = (&'a [u32], &'a [f32])>,
+    ) -> Result<(), IoError> {
+        let mut attrs = serde_json::Map::new();
+        attrs.insert("pixel_index".into(), "y * width + x".into());
+        attrs.insert("width".into(), width.into());
+        self.write_group_at(group, attrs)?;
+        let (mut cell, mut pixel, mut weight) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (p, w)) in footprints.into_iter().enumerate() {
+            cell.extend(std::iter::repeat_n(i as u32, p.len()));
+            pixel.extend_from_slice(p);
+            weight.extend_from_slice(w);
+        }
+        let none = serde_json::Map::new;
+        self.write_array(
+            &format!("{group}/cell"),
+            &ndarray::Array1::from(cell).into_dyn(),
+            &["nnz"],
+            none(),
+        )?;
+        self.write_array(
+            &format!("{group}/pixel"),
+            &ndarray::Array1::from(pixel).into_dyn(),
+            &["nnz"],
+            none(),
+        )?;
+        self.write_array(
+            &format!("{group}/weight"),
+            &ndarray::Array1::from(weight).into_dyn(),
+            &["nnz"],
+            none(),
+        )
+    }
+
     /// Writes a raw key (a JSON sidecar) relative to the output root.
     pub fn write_file(&self, key: &str, bytes: Vec<u8>) -> Result<(), IoError> {
         self.store.set(key, bytes)

@@ -20,6 +20,26 @@ use crate::KernelError;
 /// Neighbour offsets whose co-moments are stored at the first pixel of each pair.
 const DIRS: [(isize, isize); 4] = [(0, 1), (1, 0), (1, 1), (1, -1)];
 
+/// Calls `f(direction, (y, x), (qy, qx))` for every pixel whose neighbour `(qy, qx)` in each of the
+/// four stored directions lies inside an `h x w` field.
+fn for_each_pair(h: usize, w: usize, mut f: impl FnMut(usize, (usize, usize), (usize, usize))) {
+    for (k, &(dy, dx)) in DIRS.iter().enumerate() {
+        for y in 0..h {
+            let qy = y as isize + dy;
+            if qy < 0 || qy >= h as isize {
+                continue;
+            }
+            for x in 0..w {
+                let qx = x as isize + dx;
+                if qx < 0 || qx >= w as isize {
+                    continue;
+                }
+                f(k, (y, x), (qy as usize, qx as usize));
+            }
+        }
+    }
+}
+
 /// Mergeable statistics for the local correlation image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalCorrelation {
@@ -61,22 +81,9 @@ impl LocalCorrelation {
                 .and(&s.mean)
                 .map_collect(|&v, &m| f64::from(v) - m);
             Zip::from(&mut s.m2).and(&d).for_each(|a, &v| *a += v * v);
-            for (k, &(dy, dx)) in DIRS.iter().enumerate() {
-                let co = &mut s.co[k];
-                for y in 0..h {
-                    let qy = y as isize + dy;
-                    if qy < 0 || qy >= h as isize {
-                        continue;
-                    }
-                    for x in 0..w {
-                        let qx = x as isize + dx;
-                        if qx < 0 || qx >= w as isize {
-                            continue;
-                        }
-                        co[[y, x]] += d[[y, x]] * d[[qy as usize, qx as usize]];
-                    }
-                }
-            }
+            for_each_pair(h, w, |k, (y, x), (qy, qx)| {
+                s.co[k][[y, x]] += d[[y, x]] * d[[qy, qx]]
+            });
         }
         s
     }
@@ -109,22 +116,9 @@ impl LocalCorrelation {
             .and(&other.m2)
             .and(&delta)
             .for_each(|a, &b, &d| *a += b + d * d * f);
-        for (k, &(dy, dx)) in DIRS.iter().enumerate() {
-            for y in 0..h {
-                let qy = y as isize + dy;
-                if qy < 0 || qy >= h as isize {
-                    continue;
-                }
-                for x in 0..w {
-                    let qx = x as isize + dx;
-                    if qx < 0 || qx >= w as isize {
-                        continue;
-                    }
-                    out.co[k][[y, x]] +=
-                        other.co[k][[y, x]] + delta[[y, x]] * delta[[qy as usize, qx as usize]] * f;
-                }
-            }
-        }
+        for_each_pair(h, w, |k, (y, x), (qy, qx)| {
+            out.co[k][[y, x]] += other.co[k][[y, x]] + delta[[y, x]] * delta[[qy, qx]] * f;
+        });
         out.frames += other.frames;
         Ok(out)
     }
@@ -135,31 +129,18 @@ impl LocalCorrelation {
         let (h, w) = self.mean.dim();
         let mut sum = Array2::<f64>::zeros((h, w));
         let mut count = Array2::<f64>::zeros((h, w));
-        for (k, &(dy, dx)) in DIRS.iter().enumerate() {
-            for y in 0..h {
-                let qy = y as isize + dy;
-                if qy < 0 || qy >= h as isize {
-                    continue;
-                }
-                for x in 0..w {
-                    let qx = x as isize + dx;
-                    if qx < 0 || qx >= w as isize {
-                        continue;
-                    }
-                    let (qy, qx) = (qy as usize, qx as usize);
-                    let den = (self.m2[[y, x]] * self.m2[[qy, qx]]).sqrt();
-                    let r = if den > 0.0 {
-                        self.co[k][[y, x]] / den
-                    } else {
-                        0.0
-                    };
-                    sum[[y, x]] += r;
-                    sum[[qy, qx]] += r;
-                    count[[y, x]] += 1.0;
-                    count[[qy, qx]] += 1.0;
-                }
-            }
-        }
+        for_each_pair(h, w, |k, (y, x), (qy, qx)| {
+            let den = (self.m2[[y, x]] * self.m2[[qy, qx]]).sqrt();
+            let r = if den > 0.0 {
+                self.co[k][[y, x]] / den
+            } else {
+                0.0
+            };
+            sum[[y, x]] += r;
+            sum[[qy, qx]] += r;
+            count[[y, x]] += 1.0;
+            count[[qy, qx]] += 1.0;
+        });
         Zip::from(&sum)
             .and(&count)
             .map_collect(|&s, &c| if c > 0.0 { (s / c) as f32 } else { 0.0 })
