@@ -20,7 +20,6 @@ use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::{Region, regions_to_json};
-use tessera_io::{Output, Recording};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::{
     CnmfParams, DetectParams, PixelMovie, QcParams, demix, detect, quality,
@@ -29,13 +28,8 @@ use tessera_kernels::traces::dff;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Recording (registered if it moved: see `tessera register`).
-    pub uri: String,
-    #[arg(long)]
-    pub array: Option<String>,
-    /// Output location.
-    #[arg(short, long)]
-    pub out: String,
+    #[command(flatten)]
+    pub io: crate::transform::Transform,
     /// Expected soma radius in pixels (default: 6 um over the recording's pixel size, else 5 px).
     #[arg(long)]
     pub radius_px: Option<f64>,
@@ -48,14 +42,10 @@ pub struct Args {
     /// Merge overlapping components whose traces correlate above this.
     #[arg(long, default_value_t = CnmfParams::default().merge_threshold)]
     pub merge_threshold: f64,
-    /// Replace an existing output.
-    #[arg(long)]
-    pub overwrite: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rec = Recording::open(&args.uri, args.array.as_deref())
-        .with_context(|| format!("failed to open recording {}", args.uri))?;
+    let rec = args.io.open_input()?;
     let shape = rec.shape();
     let radius = args
         .radius_px
@@ -84,17 +74,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => 30.0,
     };
-    crate::register::refuse_overlap(&args.uri, &args.out)?;
-    let output = Output::create(&args.out, args.overwrite)
-        .with_context(|| format!("cannot write to {}", args.out))?;
+    let output = args.io.create_output()?;
     let started = std::time::Instant::now();
     let movie = rec
         .read_box_f32(&shape.full_box())
-        .with_context(|| format!("failed to read {}", args.uri))?;
+        .with_context(|| format!("failed to read {}", args.io.uri))?;
     if let Some(((t, y, x), v)) = movie.indexed_iter().find(|(_, v)| !v.is_finite()) {
         bail!(
             "{} holds a non-finite value ({v}) at frame {t}, pixel ({y}, {x}): extraction needs finite data (crop or fill such pixels first)",
-            args.uri
+            args.io.uri
         );
     }
     let detect_params = DetectParams {
@@ -146,7 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut root = serde_json::Map::new();
     root.insert(
         "tessera".into(),
-        json!({"kind": "extraction", "input": args.uri, "frame_rate_hz": rate,
+        json!({"kind": "extraction", "input": args.io.uri, "frame_rate_hz": rate,
                "detect": detect_params, "cnmf": cnmf_params, "qc": qc_params}),
     );
     output.write_group(root)?;

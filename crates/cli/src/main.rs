@@ -13,6 +13,7 @@ mod progress;
 mod register;
 mod simulate;
 mod summarize;
+mod transform;
 
 /// tessera: scalable, reproducible analysis of calcium and voltage imaging recordings.
 #[derive(Debug, Parser)]

@@ -23,13 +23,8 @@ use tessera_kernels::register::{
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Recording to register.
-    pub uri: String,
-    #[arg(long)]
-    pub array: Option<String>,
-    /// Output location.
-    #[arg(short, long)]
-    pub out: String,
+    #[command(flatten)]
+    pub io: crate::transform::Transform,
     /// Largest shift searched, in pixels.
     #[arg(long, default_value_t = RigidParams::default().max_shift_px)]
     pub max_shift: f64,
@@ -45,9 +40,6 @@ pub struct Args {
     /// Largest residual shift (px) of a block after the rigid shift.
     #[arg(long, default_value_t = PiecewiseParams::default().max_shift_px)]
     pub block_max_shift: f64,
-    /// Replace an existing output.
-    #[arg(long)]
-    pub overwrite: bool,
 }
 
 /// Up to `wanted` frames for the template, in 8 contiguous runs spread over the movie (each run
@@ -139,38 +131,8 @@ fn register_into<T: Sample>(
     Ok((shifts, blocks))
 }
 
-/// Refuses an output location that is the input, inside it, or contains it: with `--overwrite` on an
-/// object store the old output is erased before the input would be read.
-pub fn refuse_overlap(input: &str, output: &str) -> anyhow::Result<()> {
-    let key = |uri: &str| -> anyhow::Result<String> {
-        Ok(match tessera_io::Location::parse(uri)? {
-            tessera_io::Location::File(p) => {
-                let abs = if p.is_absolute() {
-                    p
-                } else {
-                    std::env::current_dir()?.join(p)
-                };
-                format!(
-                    "file://{}/",
-                    abs.display().to_string().trim_end_matches('/')
-                )
-            }
-            other => format!("{}/", other.to_string().trim_end_matches('/')),
-        })
-    };
-    let (i, o) = (key(input)?, key(output)?);
-    if i.starts_with(&o) || o.starts_with(&i) {
-        anyhow::bail!(
-            "output {output} overlaps input {input}: write the result to a separate location"
-        );
-    }
-    Ok(())
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    refuse_overlap(&args.uri, &args.out)?;
-    let rec = Recording::open(&args.uri, args.array.as_deref())
-        .with_context(|| format!("failed to open recording {}", args.uri))?;
+    let rec = args.io.open_input()?;
     let shape = rec.shape();
     let params = RigidParams {
         max_shift_px: args.max_shift,
@@ -193,21 +155,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let output = Output::create(&args.out, args.overwrite)
-        .with_context(|| format!("cannot write to {}", args.out))?;
+    let output = args.io.create_output()?;
     let mut root = serde_json::Map::new();
     root.insert(
         "tessera".into(),
-        json!({"kind": "registration", "movie": "movie", "input": args.uri,
+        json!({"kind": "registration", "movie": "movie", "input": args.io.uri,
                "method": if args.piecewise { "rigid then piecewise-rigid phase correlation" } else { "rigid phase correlation" },
                "params": params, "piecewise": if args.piecewise { serde_json::to_value(&pw_params)? } else { serde_json::Value::Null }}),
     );
     output.write_group(root)?;
     let mut meta = rec.meta().clone();
-    meta.source = Some(format!("tessera register {}", args.uri));
+    meta.source = Some(format!("tessera register {}", args.io.uri));
     let options = WriteOptions {
         chunks: rec.chunks(),
-        overwrite: args.overwrite,
+        overwrite: args.io.overwrite,
         meta,
         ..WriteOptions::default()
     };
@@ -239,7 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             register_into::<f32>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)
         }
     }
-    .with_context(|| format!("failed to register {}", args.uri))?;
+    .with_context(|| format!("failed to register {}", args.io.uri))?;
     bar.finish_and_clear();
     output.write_group_at("registration", serde_json::Map::new())?;
     let d = Array2::from_shape_fn((shifts.len(), 2), |(t, a)| {

@@ -6,32 +6,20 @@ use anyhow::Context;
 use ndarray::Array2;
 use serde_json::json;
 use tessera_core::Box3;
-use tessera_io::{Output, Recording};
 use tessera_kernels::stats::{PsdAverage, SummaryStats, noise_image};
 use tessera_kernels::summary::{LocalCorrelation, pnr_image};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Recording to summarise.
-    pub uri: String,
-    #[arg(long)]
-    pub array: Option<String>,
-    /// Output location of the images.
-    #[arg(short, long)]
-    pub out: String,
-    /// Replace an existing output.
-    #[arg(long)]
-    pub overwrite: bool,
+    #[command(flatten)]
+    pub io: crate::transform::Transform,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::register::refuse_overlap(&args.uri, &args.out)?;
-    let rec = Recording::open(&args.uri, args.array.as_deref())
-        .with_context(|| format!("failed to open recording {}", args.uri))?;
+    let rec = args.io.open_input()?;
     let shape = rec.shape();
     let (h, w) = (shape.y as usize, shape.x as usize);
-    let output = Output::create(&args.out, args.overwrite)
-        .with_context(|| format!("cannot write to {}", args.out))?;
+    let output = args.io.create_output()?;
     let started = std::time::Instant::now();
     let ct = rec.chunks()[0].max(16);
     let mut stats = SummaryStats::empty(h, w);
@@ -68,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut attrs = serde_json::Map::new();
     attrs.insert(
         "tessera".into(),
-        json!({"kind": "summary", "input": args.uri, "frames": shape.t,
+        json!({"kind": "summary", "input": args.io.uri, "frames": shape.t,
                "noise": "per-pixel PSD over 0.25-0.5 cycles/frame, frame-weighted mean over chunks",
                "correlation": "mean Pearson r with the 8 neighbours (CaImAn local_correlations)",
                "pnr": "(max - mean) / noise"}),

@@ -1,0 +1,63 @@
+//! The arguments every processing command shares: a recording in, an output location out.
+
+use anyhow::Context;
+use tessera_io::{Location, Output, Recording};
+
+/// A recording read and an output written (`register`, `summarize`, `extract`).
+#[derive(Debug, clap::Args)]
+pub struct Transform {
+    /// Input recording (path, file://, memory://, s3://, gs://, http(s)://).
+    pub uri: String,
+    /// Array path inside the input store (default: the root array, else movie, data or 0).
+    #[arg(long)]
+    pub array: Option<String>,
+    /// Output location.
+    #[arg(short, long)]
+    pub out: String,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl Transform {
+    /// Opens the input after checking that the output does not overlap it.
+    pub fn open_input(&self) -> anyhow::Result<Recording> {
+        refuse_overlap(&self.uri, &self.out)?;
+        Recording::open(&self.uri, self.array.as_deref())
+            .with_context(|| format!("failed to open recording {}", self.uri))
+    }
+
+    /// Prepares the output (refused if it exists, unless --overwrite).
+    pub fn create_output(&self) -> anyhow::Result<Output> {
+        Output::create(&self.out, self.overwrite)
+            .with_context(|| format!("cannot write to {}", self.out))
+    }
+}
+
+/// Refuses an output location that is the input, inside it, or contains it: with `--overwrite` on an
+/// object store the old output is erased before the input would be read.
+pub fn refuse_overlap(input: &str, output: &str) -> anyhow::Result<()> {
+    let key = |uri: &str| -> anyhow::Result<String> {
+        Ok(match Location::parse(uri)? {
+            Location::File(p) => {
+                let abs = if p.is_absolute() {
+                    p
+                } else {
+                    std::env::current_dir()?.join(p)
+                };
+                format!(
+                    "file://{}/",
+                    abs.display().to_string().trim_end_matches('/')
+                )
+            }
+            other => format!("{}/", other.to_string().trim_end_matches('/')),
+        })
+    };
+    let (i, o) = (key(input)?, key(output)?);
+    if i.starts_with(&o) || o.starts_with(&i) {
+        anyhow::bail!(
+            "output {output} overlaps input {input}: write the result to a separate location"
+        );
+    }
+    Ok(())
+}
