@@ -71,8 +71,17 @@ fn simulation_truth_scores_with_traces() {
         sim.to_str().unwrap(),
     ]);
     let s = sim.to_str().unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&ok(&["evaluate", "--truth", s, "--estimate", s, "--json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "evaluate",
+        "--truth",
+        s,
+        "--estimate",
+        s,
+        "--truth-cells",
+        "all",
+        "--json",
+    ]))
+    .unwrap();
     let scores = v["scores"].as_array().unwrap();
     assert_eq!(
         scores.len(),
@@ -97,6 +106,8 @@ fn simulation_truth_scores_with_traces() {
         s,
         "--estimate",
         regions.to_str().unwrap(),
+        "--truth-cells",
+        "all",
         "--json",
     ]))
     .unwrap();
@@ -104,6 +115,37 @@ fn simulation_truth_scores_with_traces() {
         v["scores"][2]["true_positives"].as_u64().unwrap() as usize,
         n
     );
+    // By default only detectable cells count (at least half in the field, firing at least once);
+    // the others are don't care, and the estimates matching them are not false positives.
+    let spikes = tessera_io::Store::open(&tessera_io::Location::parse(s).unwrap())
+        .unwrap()
+        .read_array::<u8>("ground_truth/spikes")
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let detectable = cells
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(spikes.rows())
+        .filter(|(c, sp)| {
+            c["visible_fraction"].as_f64().unwrap() >= 0.5 && sp.iter().any(|&k| k > 0)
+        })
+        .count();
+    assert!(detectable > 0 && detectable < n, "{detectable} of {n}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["evaluate", "--truth", s, "--estimate", s, "--json"])).unwrap();
+    assert_eq!(v["truth_cells"], "detectable");
+    for sc in v["scores"].as_array().unwrap().iter().take(3) {
+        assert_eq!(sc["n_truth"].as_u64().unwrap() as usize, detectable);
+        assert_eq!(sc["true_positives"].as_u64().unwrap() as usize, detectable);
+        assert_eq!(sc["n_estimate"].as_u64().unwrap() as usize, detectable);
+        assert_eq!(sc["f1"].as_f64().unwrap(), 1.0);
+        assert_eq!(
+            sc["ignored_truth"].as_u64().unwrap() as usize,
+            n - detectable
+        );
+    }
     let e = fails(&[
         "evaluate",
         "--truth",

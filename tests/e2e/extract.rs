@@ -59,9 +59,9 @@ fn extraction_finds_simulated_cells() {
         "simulated: F1 {f1:.3}, precision {precision:.3}, matched-trace r {}",
         report["matched_trace_correlation"]
     );
-    // Recall counts silent cells too (about 1 in 5 never fire), so F1 cannot reach 1.
-    assert!(f1 >= 0.7, "IoU>=0.5 F1 {f1}");
-    assert!(precision >= 0.85, "precision {precision}");
+    // Scored against the detectable cells (at least half in the field, firing at least once).
+    assert!(f1 >= 0.85, "IoU>=0.5 F1 {f1}");
+    assert!(precision >= 0.9, "precision {precision}");
     assert!(report["matched_trace_correlation"].as_f64().unwrap() >= 0.9);
     // dF/F of accepted cells is finite and mostly near 0 with positive transients.
     let store =
@@ -83,7 +83,11 @@ fn extraction_finds_simulated_cells() {
     )
     .unwrap();
     assert_eq!(regions.len(), accepted);
-    assert_eq!(iou["n_estimate"].as_u64().unwrap() as usize, accepted);
+    // Estimates on don't-care cells (cut by the border, or silent) leave the count.
+    assert_eq!(
+        (iou["n_estimate"].as_u64().unwrap() + iou["ignored_estimates"].as_u64().unwrap()) as usize,
+        accepted
+    );
 }
 
 #[test]

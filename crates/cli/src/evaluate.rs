@@ -22,15 +22,36 @@ pub struct Args {
     /// Neurofinder's centroid distance threshold in pixels.
     #[arg(long, default_value_t = 5.0)]
     pub max_distance: f64,
+    /// Which cells of a simulation's ground truth count (the others are "don't care": an estimate
+    /// matching one is neither a hit nor a false positive). `detectable`: cells with at least half
+    /// their footprint in the field that fire at least once; `visible`: also the silent ones;
+    /// `all`: every cell with pixels in the field.
+    #[arg(long, value_enum, default_value_t = TruthCells::Detectable)]
+    pub truth_cells: TruthCells,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TruthCells {
+    Detectable,
+    Visible,
+    All,
+}
+
+/// A cell counts when at least this fraction of its footprint lies in the field (the simulator's
+/// `SCORED_VISIBLE_FRACTION`).
+const SCORED_VISIBLE_FRACTION: f64 = tessera_kernels::sim::SCORED_VISIBLE_FRACTION;
+
 /// ROIs with optional traces (rows match ROIs).
 struct Rois {
     masks: Vec<RoiMask>,
     traces: Option<Array2<f32>>,
+    /// For a simulation's ground truth: per cell, the fraction of its footprint in the field and
+    /// whether it fires in the recording.
+    cells: Option<Vec<(f64, bool)>>,
 }
 
 fn load(source: &str) -> anyhow::Result<Rois> {
@@ -43,6 +64,7 @@ fn load(source: &str) -> anyhow::Result<Rois> {
         return Ok(Rois {
             masks: regions.iter().map(RoiMask::from_region).collect(),
             traces: None,
+            cells: None,
         });
     }
     let location = Location::parse(source)?;
@@ -109,18 +131,63 @@ fn load(source: &str) -> anyhow::Result<Rois> {
         return Ok(Rois {
             masks,
             traces: Some(traces.select(ndarray::Axis(0), &keep)),
+            cells: None,
         });
     }
+    let cells = simulated_cells(&store, source, masks.len())?;
     Ok(Rois {
         masks,
         traces: Some(traces),
+        cells: Some(cells),
     })
+}
+
+/// Per simulated cell: the visible fraction (from `cells.json`) and whether it spikes.
+fn simulated_cells(store: &Store, source: &str, n: usize) -> anyhow::Result<Vec<(f64, bool)>> {
+    let text = store
+        .get("ground_truth/cells.json")?
+        .with_context(|| format!("{source}: ground_truth/cells.json is missing"))?;
+    let table: Vec<serde_json::Value> = serde_json::from_slice(&text)
+        .with_context(|| format!("{source}: ground_truth/cells.json is not a JSON list"))?;
+    if table.len() != n {
+        bail!(
+            "{source}: ground_truth/cells.json lists {} cells, the footprints {n}",
+            table.len()
+        );
+    }
+    let spikes = store
+        .read_array::<u8>("ground_truth/spikes")?
+        .into_dimensionality::<Ix2>()?;
+    if spikes.nrows() != n {
+        bail!(
+            "{source}: ground_truth/spikes has {} rows for {n} cells",
+            spikes.nrows()
+        );
+    }
+    table
+        .iter()
+        .zip(spikes.rows())
+        .enumerate()
+        .map(|(i, (c, s))| {
+            // Files written before partial cells were kept have no partial cells: all visible.
+            let visible = match c.get("visible_fraction") {
+                None => 1.0,
+                Some(v) => v.as_f64().with_context(|| {
+                    format!("{source}: ground_truth/cells.json cell {i}: visible_fraction is not a number")
+                })?,
+            };
+            Ok((visible, s.iter().any(|&k| k > 0)))
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     truth: String,
     estimate: String,
+    /// Which ground-truth cells count (simulations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truth_cells: Option<TruthCells>,
     scores: Vec<Score>,
     /// Mean Pearson correlation of matched traces (IoU >= 0.5 matches), when both sides have traces.
     matched_trace_correlation: Option<f64>,
@@ -131,10 +198,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         load(&args.truth).with_context(|| format!("failed to load ground truth {}", args.truth))?;
     let est = load(&args.estimate)
         .with_context(|| format!("failed to load estimate {}", args.estimate))?;
+    let ignored: Vec<bool> = match &truth.cells {
+        None => vec![false; truth.masks.len()],
+        Some(cells) => cells
+            .iter()
+            .map(|&(visible, fires)| match args.truth_cells {
+                TruthCells::All => false,
+                TruthCells::Visible => visible < SCORED_VISIBLE_FRACTION,
+                TruthCells::Detectable => visible < SCORED_VISIBLE_FRACTION || !fires,
+            })
+            .collect(),
+    };
     let mut scores = vec![
-        score_neurofinder(&truth.masks, &est.masks, args.max_distance),
-        score_caiman(&truth.masks, &est.masks, 10.0, 0.7),
-        score_iou(&truth.masks, &est.masks, 0.5),
+        score_neurofinder(&truth.masks, &est.masks, args.max_distance).ignoring(&ignored),
+        score_caiman(&truth.masks, &est.masks, 10.0, 0.7).ignoring(&ignored),
+        score_iou(&truth.masks, &est.masks, 0.5).ignoring(&ignored),
     ];
     let mut matched_trace_correlation = None;
     if let (Some(tt), Some(et)) = (&truth.traces, &est.traces) {
@@ -145,7 +223,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 et.ncols()
             );
         }
-        let s = score_iou_trace(&truth.masks, &est.masks, tt.view(), et.view(), 0.5, 0.5);
+        let s = score_iou_trace(&truth.masks, &est.masks, tt.view(), et.view(), 0.5, 0.5)
+            .ignoring(&ignored);
         let iou_pairs = &scores[2].pairs;
         if !iou_pairs.is_empty() {
             let sum: f64 = iou_pairs
@@ -159,6 +238,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = Report {
         truth: args.truth.clone(),
         estimate: args.estimate.clone(),
+        truth_cells: truth.cells.as_ref().map(|_| args.truth_cells),
         scores,
         matched_trace_correlation,
     };
@@ -178,6 +258,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("truth     {} ({} ROIs)", report.truth, truth.masks.len());
+    if let (Some(which), Some(s)) = (report.truth_cells, report.scores.first()) {
+        let rule = match which {
+            TruthCells::Detectable => "cells at least half in the field that fire",
+            TruthCells::Visible => "cells at least half in the field",
+            TruthCells::All => "every cell",
+        };
+        println!(
+            "counted   {} cells ({rule}); {} don't care (estimates matching them: {} neurofinder, {} IoU)",
+            s.n_truth,
+            s.ignored_truth,
+            s.ignored_estimates,
+            report.scores.get(2).map_or(0, |s| s.ignored_estimates)
+        );
+    }
     println!("estimate  {} ({} ROIs)", report.estimate, est.masks.len());
     println!(
         "{:<14} {:>5} {:>7} {:>9} {:>7}   match rule",

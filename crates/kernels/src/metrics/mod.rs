@@ -9,6 +9,10 @@
 //! | [`Convention::IouTrace`] | Hungarian on `1 - IoU` (Suite2p 2026) | IoU > 0.5 and trace correlation > 0.5 |
 //!
 //! `recall = TP / N_gt`, `precision = TP / N_est`, `F1 = 2PR / (P + R)`.
+//!
+//! Ground truth may mark some ROIs "don't care" ([`Score::ignoring`]): cells cut by the border of
+//! the field, or simulated cells that never fire. They take part in the matching, so an estimate
+//! that finds one is neither a hit nor a false positive, and they do not count in `N_gt`.
 
 mod hungarian;
 
@@ -123,6 +127,11 @@ pub struct Pair {
     pub estimate: usize,
     pub iou: f64,
     pub distance: f64,
+    /// Neurofinder only: `|GT n E| / |GT|` and `|GT n E| / |E|` of this pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inclusion: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusion: Option<f64>,
 }
 
 /// Scores of one convention.
@@ -140,6 +149,10 @@ pub struct Score {
     pub inclusion: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exclusion: Option<f64>,
+    /// Ground-truth ROIs marked "don't care", and the estimates matched to them; neither is counted
+    /// in `n_truth`, `n_estimate` or the rates.
+    pub ignored_truth: usize,
+    pub ignored_estimates: usize,
     pub pairs: Vec<Pair>,
 }
 
@@ -171,8 +184,38 @@ impl Score {
             f1,
             inclusion: None,
             exclusion: None,
+            ignored_truth: 0,
+            ignored_estimates: 0,
             pairs,
         }
+    }
+
+    /// The score with the ground-truth ROIs where `ignored[i]` is true treated as "don't care":
+    /// they leave `N_gt`, their matches leave the pairs, and the estimates matched to them leave
+    /// `N_est`. Pair indices keep referring to the full lists. Matching is not redone: the ignored
+    /// ROIs competed for estimates like any other, as an annotator's "unsure" label would.
+    pub fn ignoring(&self, ignored: &[bool]) -> Score {
+        let is_ignored = |i: usize| ignored.get(i).copied().unwrap_or(false);
+        let ignored_truth = (0..self.n_truth).filter(|&i| is_ignored(i)).count();
+        let (kept, dropped): (Vec<Pair>, Vec<Pair>) = self
+            .pairs
+            .iter()
+            .cloned()
+            .partition(|p| !is_ignored(p.truth));
+        let mut s = Score::new(
+            self.convention,
+            self.n_truth - ignored_truth,
+            self.n_estimate - dropped.len(),
+            kept,
+        );
+        s.ignored_truth = self.ignored_truth + ignored_truth;
+        s.ignored_estimates = self.ignored_estimates + dropped.len();
+        if self.inclusion.is_some() && !s.pairs.is_empty() {
+            let n = s.pairs.len() as f64;
+            s.inclusion = Some(s.pairs.iter().filter_map(|p| p.inclusion).sum::<f64>() / n);
+            s.exclusion = Some(s.pairs.iter().filter_map(|p| p.exclusion).sum::<f64>() / n);
+        }
+        s
     }
 }
 
@@ -209,7 +252,6 @@ pub fn score_neurofinder(truth: &[RoiMask], estimate: &[RoiMask], max_distance: 
     let e = prepare(estimate, 0.0);
     let mut taken = vec![false; estimate.len()];
     let mut pairs = Vec::new();
-    let (mut inc, mut exc) = (0.0, 0.0);
     for i in 0..truth.len() {
         let best = (0..estimate.len())
             .filter(|&j| !taken[j])
@@ -218,29 +260,28 @@ pub fn score_neurofinder(truth: &[RoiMask], estimate: &[RoiMask], max_distance: 
         if let Some((j, d)) = best.filter(|(_, d)| *d < max_distance) {
             taken[j] = true;
             let inter = intersection(&t.binary[i], &e.binary[j]) as f64;
-            inc += if t.binary[i].is_empty() {
-                0.0
-            } else {
-                inter / t.binary[i].len() as f64
-            };
-            exc += if e.binary[j].is_empty() {
-                0.0
-            } else {
-                inter / e.binary[j].len() as f64
-            };
+            let fraction = |n: usize| if n == 0 { 0.0 } else { inter / n as f64 };
             pairs.push(Pair {
                 truth: i,
                 estimate: j,
                 iou: iou(&t.binary[i], &e.binary[j]),
                 distance: d,
+                inclusion: Some(fraction(t.binary[i].len())),
+                exclusion: Some(fraction(e.binary[j].len())),
             });
         }
     }
-    let n = pairs.len();
+    let n = pairs.len() as f64;
+    let (inc, exc) = pairs.iter().fold((0.0, 0.0), |(a, b), p| {
+        (
+            a + p.inclusion.unwrap_or(0.0),
+            b + p.exclusion.unwrap_or(0.0),
+        )
+    });
     let mut s = Score::new(Convention::Neurofinder, truth.len(), estimate.len(), pairs);
-    if n > 0 {
-        s.inclusion = Some(inc / n as f64);
-        s.exclusion = Some(exc / n as f64);
+    if n > 0.0 {
+        s.inclusion = Some(inc / n);
+        s.exclusion = Some(exc / n);
     }
     s
 }
@@ -265,6 +306,8 @@ fn hungarian_on_iou(
             estimate: j,
             iou: ious[[i, j]],
             distance: distance(t.centroid[i], e.centroid[j]),
+            inclusion: None,
+            exclusion: None,
         })
         .collect();
     Score::new(convention, t.binary.len(), e.binary.len(), pairs)

@@ -144,3 +144,35 @@ fn spike_rates_correlate_in_bins() {
     assert!(spike_rate_correlation(truth.view(), late.view(), 30.0, 0.1) > 0.5);
     assert!(pearson(truth.view(), ndarray::Array1::zeros(300).view()) == 0.0);
 }
+
+#[test]
+fn ignored_truth_is_neither_hit_nor_false_positive() {
+    // Truth: 12 cells, of which 0..3 are "don't care". Estimate: cells 0..8 and one stray ROI.
+    let truth = grid(12, 0.0);
+    let mut est: Vec<RoiMask> = truth[..8].to_vec();
+    est.push(disk(190.0, 190.0, 6.0));
+    let ignored: Vec<bool> = (0..12).map(|i| i < 3).collect();
+    for s in [
+        score_neurofinder(&truth, &est, 5.0),
+        score_caiman(&truth, &est, 10.0, 0.7),
+        score_iou(&truth, &est, 0.5),
+    ] {
+        let t = s.ignoring(&ignored);
+        // 9 scored truth cells, 5 found; 9 estimates minus the 3 on ignored cells.
+        assert_eq!(
+            (t.n_truth, t.n_estimate, t.true_positives),
+            (9, 6, 5),
+            "{:?}",
+            s.convention
+        );
+        assert_eq!((t.ignored_truth, t.ignored_estimates), (3, 3));
+        assert!((t.recall - 5.0 / 9.0).abs() < 1e-12);
+        assert!((t.precision - 5.0 / 6.0).abs() < 1e-12);
+        assert!(t.pairs.iter().all(|p| p.truth >= 3));
+        if s.convention == Convention::Neurofinder {
+            assert!((t.inclusion.unwrap() - 1.0).abs() < 1e-12);
+        }
+        // Nothing ignored: the same score.
+        assert_eq!(s.ignoring(&[false; 12]), s);
+    }
+}

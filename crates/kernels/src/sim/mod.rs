@@ -73,7 +73,11 @@ pub struct GtCell {
     pub footprint: SparseFootprint,
 }
 
-/// Ground truth of a simulation, restricted to the cells visible in the field of view.
+/// A cell counts in accuracy scores when at least this fraction of its footprint's weight lies in
+/// the field of view; cells cut further by the border are "don't care" (see [`GroundTruth::scored`]).
+pub const SCORED_VISIBLE_FRACTION: f64 = 0.5;
+
+/// Ground truth of a simulation: every cell with pixels in the field of view.
 #[derive(Debug, Clone)]
 pub struct GroundTruth {
     pub cells: Vec<GtCell>,
@@ -86,6 +90,22 @@ pub struct GroundTruth {
     /// Rigid motion `(dy, dx)` per frame in pixels, shape (frames, 2): frame `t` shows the reference
     /// scene displaced by `(+dy, +dx)`, so registration must shift it by `(-dy, -dx)`.
     pub motion: Array2<f32>,
+}
+
+impl GroundTruth {
+    /// Which cells an accuracy score counts, by the rule `tessera evaluate` applies: at least
+    /// [`SCORED_VISIBLE_FRACTION`] of the footprint in the field and, when `active_only`, at least
+    /// one spike in the recording (a cell that never fires is invisible to any activity-based
+    /// method). The others are "don't care": matching one is neither a hit nor a false positive.
+    pub fn scored(&self, active_only: bool) -> Vec<bool> {
+        self.cells
+            .iter()
+            .map(|c| {
+                c.visible_fraction >= SCORED_VISIBLE_FRACTION
+                    && (!active_only || self.spikes.row(c.id).iter().any(|&s| s > 0))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +266,9 @@ impl Simulation {
             .collect()
     }
 
-    /// Ground truth for the cells visible in the field of view (at least half their footprint).
+    /// Ground truth for every cell with at least one pixel in the field of view. Cells cut by the
+    /// border keep only their visible pixels; [`GroundTruth::scored`] says which cells a score
+    /// should count.
     pub fn ground_truth(&self) -> GroundTruth {
         let (h, w) = (self.config.height, self.config.width);
         let (_, cw) = self.canvas;
@@ -269,7 +291,7 @@ impl Simulation {
             } else {
                 0.0
             };
-            if visible_fraction < 0.5 {
+            if fp.pixels.is_empty() {
                 continue;
             }
             rows.push(i);
