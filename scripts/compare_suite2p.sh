@@ -21,6 +21,8 @@
 #   THREADS       threads each tool may use (default 2)
 #   CASES         cases to run (default "base low-snr small-cells dense large-motion neurofinder")
 #   FRAMES, SIZE  simulation length and edge (default 3000, 256)
+#   TESSERA_MAX_SHIFT  tessera register --max-shift (default: Suite2p's own limit, 10% of the
+#                 shorter edge, so both tools search the same shifts; tessera's default is 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -110,9 +112,12 @@ run_case() {
   "$py" "$helper" regions --plane "$plane" --cells "$d/suite2p-regions.json" \
     --all "$d/suite2p-regions-all.json"
 
-  # --- 6. tessera: register, then extract, each timed (defaults, as quickstart.sh runs them).
-  echo "== $c: tessera register + extract"
-  timed "$d/time-tessera-register.txt" "$bin" register "$rec" --out "$d/registered.zarr" --overwrite
+  # --- 6. tessera: register, then extract, each timed. Defaults (as quickstart.sh runs them),
+  #        except the search limit of the registration, set to Suite2p's.
+  local max_shift=${TESSERA_MAX_SHIFT:-$("$py" "$helper" maxshift --zarr "$rec")}
+  echo "== $c: tessera register (--max-shift $max_shift) + extract"
+  timed "$d/time-tessera-register.txt" "$bin" register "$rec" --out "$d/registered.zarr" \
+    --max-shift "$max_shift" --overwrite
   timed "$d/time-tessera-extract.txt" "$bin" extract "$d/registered.zarr" --out "$d/rois.zarr" --overwrite
   grep -h "registered\|cells\|components" "$d"/time-tessera-*.log || true
 
@@ -138,10 +143,10 @@ run_case() {
     "$bin" evaluate --truth "$d/truth-tessera-frame.json" --estimate "$d/rois.zarr" \
       --json > "$d/score-tessera-aligned.json"
     "$py" "$helper" losses --score "$d/score-suite2p-aligned.json" --truth "$d/truth-suite2p-frame.json" \
-      --cells-json "$rec/ground_truth/cells.json" --estimate "$d/suite2p-regions.json" \
+      --sim "$rec" --estimate "$d/suite2p-regions.json" \
       --height "$size" --width "$size" --out "$d/losses-suite2p.json"
     "$py" "$helper" losses --score "$d/score-tessera-aligned.json" --truth "$d/truth-tessera-frame.json" \
-      --cells-json "$rec/ground_truth/cells.json" --estimate "$d/rois.zarr" \
+      --sim "$rec" --estimate "$d/rois.zarr" \
       --height "$size" --width "$size" --out "$d/losses-tessera.json"
   fi
   touch "$d/done"

@@ -6,6 +6,7 @@ order and times the `suite2p` step with /usr/bin/time. Runs inside the compariso
 environment (suite2p, zarr, tifffile).
 
   export      a tessera recording (Zarr) -> one multi-page uint16 TIFF that Suite2p reads
+  maxshift    Suite2p's rigid registration search limit for a recording (pixels)
   suite2p     run Suite2p 1.x (registration, detection, extraction, classification, deconvolution)
   regions     Suite2p's stat.npy/iscell.npy -> neurofinder regions JSON (cells only, and all ROIs)
   offset      frame offset between a tool's registered frame and the simulation's reference frame,
@@ -46,6 +47,15 @@ def cmd_export(a):
         print(f"warning: {a.zarr} has values up to {vmax}; Suite2p's int16 binary will wrap them",
               file=sys.stderr)
     print(f"exported {movie.shape} (max {vmax}) -> {out}")
+
+
+def cmd_maxshift(a):
+    """Suite2p's rigid search limit in pixels: round(maxregshift (0.1) x min(height, width))."""
+    import zarr
+
+    g = zarr.open_group(a.zarr, mode="r")
+    h, w = g[g.attrs.get("tessera", {}).get("movie", "movie")].shape[1:]
+    print(int(min(round(0.1 * min(h, w)), min(h, w) // 2)))
 
 
 # -------------------------------------------------------------------------------------- suite2p
@@ -187,7 +197,8 @@ def _masks_from_tessera(path, shape):
 def cmd_losses(a):
     """Classify each missed true cell and each unmatched ROI (IoU >= 0.5 matching) by likely cause.
 
-    Misses: silent (never fires), boundary (soma cut by the field edge), merged (one ROI covers
+    Misses: silent (never fires), boundary (soma cut by the field edge in some frames: within its
+    radius plus the largest true motion of the edge, in the registered frame), merged (one ROI covers
     half of it and half of another cell), shape (an ROI covers half of it but IoU < 0.5, or the
     ROI went to a neighbour), not found (no ROI covers half of it; split by firing rate).
     False positives: merge (covers half of two or more cells), duplicate (covers half of a cell
@@ -195,7 +206,11 @@ def cmd_losses(a):
     """
     score = json.loads(Path(a.score).read_text())
     iou = next(s for s in score["scores"] if s["convention"] == "iou50")
-    cells = json.loads(Path(a.cells_json).read_text())
+    import zarr
+
+    g = zarr.open_group(a.sim, mode="r")
+    cells = json.loads((Path(a.sim) / "ground_truth" / "cells.json").read_text())
+    motion = np.abs(np.asarray(g["ground_truth/motion"][:], np.float64)).max(axis=0)
     truth_masks = _masks_from_json(a.truth, (a.height, a.width))
     est = (_masks_from_tessera(a.estimate, (a.height, a.width)) if a.estimate.endswith(".zarr")
            else _masks_from_json(a.estimate, (a.height, a.width)))
@@ -212,9 +227,13 @@ def cmd_losses(a):
         if i in matched_t:
             continue
         c = cells[i]
+        ys, xs = np.nonzero(truth_masks[i])
+        margin = c.get("radius_px", 0) + motion
+        near_edge = len(ys) == 0 or not (margin[0] <= ys.mean() <= a.height - 1 - margin[0]
+                                         and margin[1] <= xs.mean() <= a.width - 1 - margin[1])
         if not c.get("active", True):
             misses["silent"] += 1
-        elif c.get("visible_fraction", 1.0) < 0.9:
+        elif c.get("visible_fraction", 1.0) < 0.9 or near_edge:
             misses["boundary"] += 1
         elif len(est) and cover[i].max() >= 0.5:
             j = int(cover[i].argmax())
@@ -290,7 +309,10 @@ def cmd_report(a):
         r["tessera"] = {"register": reg, "extract": ext,
                         "cpu_s": reg["cpu_s"] + ext["cpu_s"], "wall_s": reg["wall_s"] + ext["wall_s"],
                         "peak_rss_mb": max(reg["peak_rss_mb"], ext["peak_rss_mb"]),
-                        "raw": _scores(d / "score-tessera.json")}
+                        "raw": _scores(d / "score-tessera.json"),
+                        "summary": [ln for ln in (d / "time-tessera-register.log").read_text()
+                                    .splitlines() + (d / "time-tessera-extract.log").read_text()
+                                    .splitlines() if ln.startswith(("registered", "extracted"))]}
         for tool in ("suite2p", "tessera"):
             if (d / f"score-{tool}-aligned.json").exists():
                 r[tool]["aligned"] = _scores(d / f"score-{tool}-aligned.json")
@@ -351,6 +373,8 @@ def main():
     e = sub.add_parser("export")
     e.add_argument("--zarr", required=True)
     e.add_argument("--tiff", required=True)
+    m = sub.add_parser("maxshift")
+    m.add_argument("--zarr", required=True)
     s = sub.add_parser("suite2p")
     s.add_argument("--tiff-dir", required=True)
     s.add_argument("--out", required=True)
@@ -372,7 +396,7 @@ def main():
     lo = sub.add_parser("losses")
     lo.add_argument("--score", required=True, help="tessera evaluate --json output")
     lo.add_argument("--truth", required=True, help="the regions JSON the score used as truth")
-    lo.add_argument("--cells-json", required=True)
+    lo.add_argument("--sim", required=True, help="the simulation (cells.json, motion)")
     lo.add_argument("--estimate", required=True, help="regions JSON, or a tessera extraction")
     lo.add_argument("--height", type=int, required=True)
     lo.add_argument("--width", type=int, required=True)
@@ -381,7 +405,7 @@ def main():
     rp.add_argument("--dir", required=True)
     rp.add_argument("cases", nargs="+")
     a = p.parse_args()
-    {"export": cmd_export, "suite2p": cmd_suite2p, "regions": cmd_regions, "offset": cmd_offset,
+    {"export": cmd_export, "maxshift": cmd_maxshift, "suite2p": cmd_suite2p, "regions": cmd_regions, "offset": cmd_offset,
      "losses": cmd_losses, "report": cmd_report}[a.cmd](a)
 
 

@@ -408,7 +408,7 @@ fn update_background(y: &Array2<f32>, shapes: &Shapes, c: &Array2<f32>, bg: &mut
         if bb <= 0.0 {
             continue;
         }
-        let mut e: Array1<f32> = y.t().dot(&bj);
+        let mut e = weighted_row_sum(y, &bj);
         for k in 0..shapes.masks.len() {
             let s: f32 = shapes.masks[k]
                 .iter()
@@ -453,6 +453,28 @@ fn update_background(y: &Array2<f32>, shapes: &Shapes, c: &Array2<f32>, bg: &mut
             bg.b[[p, j]] = (bg.b[[p, j]] + e[p] / ff).max(0.0);
         }
     }
+}
+
+/// `sum_p w[p] * y[p, :]` (that is, `Y^T w`) over contiguous rows, in parallel blocks of pixels
+/// added in a fixed order so the result does not depend on the number of threads.
+fn weighted_row_sum(y: &Array2<f32>, w: &Array1<f32>) -> Array1<f32> {
+    const BLOCK: usize = 512;
+    let t = y.ncols();
+    let partial: Vec<Array1<f32>> = (0..y.nrows().div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let mut acc = Array1::<f32>::zeros(t);
+            for p in b * BLOCK..((b + 1) * BLOCK).min(y.nrows()) {
+                if w[p] != 0.0 {
+                    acc.scaled_add(w[p], &y.row(p));
+                }
+            }
+            acc
+        })
+        .collect();
+    partial
+        .into_iter()
+        .fold(Array1::<f32>::zeros(t), |acc, part| acc + part)
 }
 
 fn find(parent: &mut [usize], i: usize) -> usize {
@@ -543,4 +565,32 @@ fn merge(shapes: Shapes, c: Array2<f32>, threshold: f64, pixels: usize) -> (Shap
     let mut cm = cm;
     normalise(&mut shapes, &mut cm);
     (shapes, cm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_row_sum_is_y_transpose_times_w() {
+        // More rows than one block, some zero weights.
+        let y = Array2::from_shape_fn((1300, 7), |(p, t)| ((p * 7 + t * 3) % 11) as f32 - 5.0);
+        let w = Array1::from_shape_fn(1300, |p| {
+            if p % 5 == 0 {
+                0.0
+            } else {
+                (p % 13) as f32 * 0.1
+            }
+        });
+        let fast = weighted_row_sum(&y, &w);
+        for t in 0..7 {
+            let slow: f64 = (0..1300)
+                .map(|p| f64::from(y[[p, t]]) * f64::from(w[p]))
+                .sum();
+            assert!(
+                (f64::from(fast[t]) - slow).abs() < 1e-3 * slow.abs().max(1.0),
+                "{t}"
+            );
+        }
+    }
 }

@@ -7,7 +7,7 @@ use ndarray::{Array2, Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::filter::band_pass;
+use super::filter::BandPass;
 use super::{Component, PixelMovie};
 use crate::stats::{PsdAverage, noise_fft, noise_image};
 use crate::summary::LocalCorrelation;
@@ -54,21 +54,27 @@ pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>,
     let mean = movie
         .mean_axis(Axis(0))
         .unwrap_or_else(|| Array2::zeros((h, w)));
-    // Band-passed, mean-free movie for the seeding images.
-    let frames: Vec<Array2<f32>> = (0..t)
-        .into_par_iter()
-        .map(|i| {
-            band_pass(
-                (&movie.index_axis(Axis(0), i) - &mean).view(),
-                r / 2.0,
-                2.0 * r,
-            )
-        })
-        .collect();
+    // Band-passed, mean-free movie for the seeding images (one filter and buffers per task).
     let mut filtered = Array3::<f32>::zeros((t, h, w));
-    for (i, f) in frames.into_iter().enumerate() {
-        filtered.index_axis_mut(Axis(0), i).assign(&f);
-    }
+    filtered
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    BandPass::new(r / 2.0, 2.0 * r),
+                    Array2::<f32>::zeros((h, w)),
+                )
+            },
+            |(bp, centred), (i, out)| {
+                ndarray::Zip::from(&mut *centred)
+                    .and(movie.index_axis(Axis(0), i))
+                    .and(&mean)
+                    .for_each(|c, &v, &m| *c = v - m);
+                bp.apply(centred.view(), out);
+            },
+        );
     let correlation = LocalCorrelation::from_movie(filtered.view()).image();
     let noise = noise_image(filtered.view(), PsdAverage::Mean);
     let max = filtered.fold_axis(Axis(0), f32::NEG_INFINITY, |a, &b| a.max(b));

@@ -14,6 +14,7 @@ pub use detect::{DetectParams, detect};
 pub use qc::{QcParams, QcReport, dense_footprints, quality};
 
 use ndarray::{Array2, ArrayView3, Axis};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// A movie as a pixel-major matrix: row `p = y * width + x` holds pixel p's trace.
@@ -27,13 +28,27 @@ pub struct PixelMovie {
 impl PixelMovie {
     /// Transposes a (t, y, x) movie.
     pub fn from_frames(movie: ArrayView3<f32>) -> PixelMovie {
+        // A blocked transpose: each task fills the rows of a block of pixels, a block of frames at
+        // a time, so reads and writes both stay within a few cache lines.
+        const PIXELS: usize = 256;
+        const FRAMES: usize = 64;
         let (t, h, w) = movie.dim();
         let mut data = Array2::<f32>::zeros((h * w, t));
-        for (ti, frame) in movie.axis_iter(Axis(0)).enumerate() {
-            for ((y, x), &v) in frame.indexed_iter() {
-                data[[y * w + x, ti]] = v;
-            }
-        }
+        data.axis_chunks_iter_mut(Axis(0), PIXELS)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, mut rows)| {
+                let p0 = b * PIXELS;
+                for t0 in (0..t).step_by(FRAMES) {
+                    let t1 = (t0 + FRAMES).min(t);
+                    for (i, mut row) in rows.rows_mut().into_iter().enumerate() {
+                        let (y, x) = ((p0 + i) / w, (p0 + i) % w);
+                        for ti in t0..t1 {
+                            row[ti] = movie[[ti, y, x]];
+                        }
+                    }
+                }
+            });
         PixelMovie {
             data,
             height: h,

@@ -98,3 +98,14 @@ fn extraction_is_deterministic() {
     assert_eq!(a, b);
     assert_eq!(qa, qb);
 }
+
+#[test]
+fn blocked_transpose_matches_indexing() {
+    // Sizes that are not multiples of the blocks (256 pixels, 64 frames).
+    let movie = Array3::from_shape_fn((131, 17, 23), |(t, y, x)| (t * 1000 + y * 23 + x) as f32);
+    let pm = PixelMovie::from_frames(movie.view());
+    assert_eq!(pm.data.dim(), (17 * 23, 131));
+    for ((p, t), &v) in pm.data.indexed_iter() {
+        assert_eq!(v, movie[[t, p / 23, p % 23]]);
+    }
+}
