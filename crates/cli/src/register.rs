@@ -1,5 +1,12 @@
 //! `tessera register`: rigid motion correction of a recording, streamed one chunk-row at a time.
 //!
+//! Two passes over the recording: the first estimates every frame's shift against a template
+//! seeded from a sample of frames; the template is then moved to the median of those shifts and
+//! the second pass registers against it and writes. The registered movie therefore sits where the
+//! field sits most of the time (the recording's own pixel frame, up to sub-pixel error), so ROIs
+//! found on it line up with the raw movie and with labels drawn on it, whichever frames seeded the
+//! template.
+//!
 //! Output group:
 //! ```text
 //! <out>/movie                     registered (t, y, x), the input's integer type (rounded) or float32
@@ -18,7 +25,8 @@ use serde_json::json;
 use tessera_core::{Box3, Dtype};
 use tessera_io::{Output, Recording, RecordingWriter, Sample, WriteOptions};
 use tessera_kernels::register::{
-    FrameShift, PiecewiseParams, PiecewiseRegistration, RigidParams, RigidRegistration, shift_frame,
+    FrameShift, PiecewiseParams, PiecewiseRegistration, RigidParams, RigidRegistration,
+    shift_frame_filled,
 };
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +84,28 @@ type Shifts = (Vec<FrameShift>, Vec<(Array2<f32>, Array2<f32>)>);
 /// One registered frame: its rigid shift, its block shifts (piecewise only) and its pixels.
 type Registered<T> = (FrameShift, Option<(Array2<f32>, Array2<f32>)>, Array2<T>);
 
+/// First pass: the rigid shift of every frame against `reg` (nothing written).
+fn estimate_shifts(
+    rec: &Recording,
+    reg: &RigidRegistration,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<FrameShift>> {
+    let shape = rec.shape();
+    let ct = rec.chunks()[0].max(1);
+    let mut shifts = Vec::with_capacity(shape.t as usize);
+    let mut t = 0;
+    while t < shape.t {
+        let end = (t + ct).min(shape.t);
+        let block = rec
+            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
+            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+        shifts.extend(reg.estimate_all(block.view()));
+        bar.set_position(end);
+        t = end;
+    }
+    Ok(shifts)
+}
+
 fn register_into<T: Sample>(
     rec: &Recording,
     reg: &RigidRegistration,
@@ -108,7 +138,12 @@ fn register_into<T: Sample>(
                     }
                     None => {
                         let s = reg.estimate(frame);
-                        (s, None, shift_frame(frame, s.dy, s.dx).mapv(T::from_f32))
+                        (
+                            s,
+                            None,
+                            shift_frame_filled(frame, s.dy, s.dx, reg.template().view())
+                                .mapv(T::from_f32),
+                        )
                     }
                 }
             })
@@ -124,7 +159,7 @@ fn register_into<T: Sample>(
                 blocks.push(b);
             }
         }
-        bar.set_position(end);
+        bar.set_position(shape.t + end);
         t = end;
     }
     writer.finish()?;
@@ -141,7 +176,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let sample = template_sample(&rec, params.template_frames)?;
-    let reg = RigidRegistration::from_movie(sample.view(), params.clone())?;
+    let seeded = RigidRegistration::from_movie(sample.view(), params.clone())?;
+    // Two passes: shifts of every frame against the seeded template, then registration against
+    // the template moved to the median position, so the output keeps the recording's own frame.
+    let bar = crate::progress::frames(2 * shape.t, "register");
+    let first = estimate_shifts(&rec, &seeded, &bar)
+        .with_context(|| format!("failed to register {}", args.io.uri))?;
+    let reg = seeded.recentred(&first)?;
     let pw_params = PiecewiseParams {
         block_px: args.block_px,
         max_shift_px: args.block_max_shift,
@@ -172,7 +213,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         meta,
         ..WriteOptions::default()
     };
-    let bar = crate::progress::frames(shape.t, "register");
     let (shifts, block_shifts) = match rec.dtype() {
         Dtype::Uint8 => {
             register_into::<u8>(&rec, &reg, piecewise.as_ref(), &output, &options, &bar)

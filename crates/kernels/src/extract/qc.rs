@@ -28,14 +28,16 @@ pub struct QcParams {
 }
 
 impl QcParams {
-    /// Defaults for somata of radius `r` px: SNR >= 3, r >= 0.7, size in [pi r^2 / 4, 4 pi r^2].
+    /// Defaults for somata of radius `r` px: SNR >= 3, r >= 0.7, size in [pi r^2 / 4, 3 pi r^2]
+    /// (a soma 1.5x elongated with a 30% larger radius still fits; larger blobs are neuropil or
+    /// background the low-rank model left behind).
     pub fn for_radius(r: f64) -> QcParams {
         let area = std::f64::consts::PI * r * r;
         QcParams {
             min_snr: 3.0,
             min_r_value: 0.7,
             min_size_px: (area / 4.0).ceil() as usize,
-            max_size_px: (4.0 * area).ceil() as usize,
+            max_size_px: (3.0 * area).ceil() as usize,
         }
     }
 }

@@ -167,6 +167,22 @@ impl RigidRegistration {
     }
 
     /// The template frames are registered to.
+    /// The same registration with its template moved to the median position of `shifts` (frames
+    /// whose shift hit the limit are left out unless all did). Registering against it puts every
+    /// frame where the field sits most of the time, so the registered movie keeps the recording's
+    /// own pixel frame instead of that of whichever frames seeded the template.
+    pub fn recentred(&self, shifts: &[FrameShift]) -> Result<RigidRegistration, KernelError> {
+        let (dy, dx) = median_shift(shifts);
+        if dy == 0.0 && dx == 0.0 {
+            return Ok(self.clone());
+        }
+        // `shift_frame` removes a displacement: removing -(dy, dx) moves the content by +(dy, dx).
+        RigidRegistration::new(
+            shift_frame(self.template().view(), -dy, -dx),
+            self.params.clone(),
+        )
+    }
+
     pub fn template(&self) -> &Array2<f32> {
         &self.template
     }
@@ -255,6 +271,58 @@ pub fn shift_frame(frame: ArrayView2<f32>, dy: f32, dx: f32) -> Array2<f32> {
         let bottom = frame[[y1, x0]] * (1.0 - fx) + frame[[y1, x1]] * fx;
         top * (1.0 - fy) + bottom * fy
     })
+}
+
+/// [`shift_frame`], but output pixels whose source `(y + dy, x + dx)` lies outside the frame take
+/// `fill(y, x)` (the template, in `tessera register`) instead of replicated edge pixels: content
+/// that moved out of view then reads as the field's usual brightness rather than as a streak of
+/// edge values, which would fluctuate with the motion and look like activity.
+pub fn shift_frame_filled(
+    frame: ArrayView2<f32>,
+    dy: f32,
+    dx: f32,
+    fill: ArrayView2<f32>,
+) -> Array2<f32> {
+    let (h, w) = frame.dim();
+    let mut out = shift_frame(frame, dy, dx);
+    if fill.dim() != (h, w) || !dy.is_finite() || !dx.is_finite() {
+        return out;
+    }
+    let inside = |v: f32, n: usize| v >= 0.0 && v <= (n - 1) as f32;
+    for ((y, x), o) in out.indexed_iter_mut() {
+        if !inside(y as f32 + dy, h) || !inside(x as f32 + dx, w) {
+            *o = fill[[y, x]];
+        }
+    }
+    out
+}
+
+/// Median `(dy, dx)` of the frames' shifts, leaving out frames whose shift hit the limit unless
+/// all did; `(0, 0)` for no frames or non-finite shifts.
+pub fn median_shift(shifts: &[FrameShift]) -> (f32, f32) {
+    let free: Vec<&FrameShift> = shifts.iter().filter(|s| !s.clipped).collect();
+    let used: Vec<&FrameShift> = if free.is_empty() {
+        shifts.iter().collect()
+    } else {
+        free
+    };
+    let median = |mut v: Vec<f32>| -> f32 {
+        v.retain(|x| x.is_finite());
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f32::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            0.5 * (v[m - 1] + v[m])
+        }
+    };
+    (
+        median(used.iter().map(|s| s.dy).collect()),
+        median(used.iter().map(|s| s.dx).collect()),
+    )
 }
 
 /// Suite2p-style template: seed from the best-correlated frames, then refine.

@@ -141,3 +141,20 @@ fn rejects_tiny_frames() {
         .is_err()
     );
 }
+
+#[test]
+fn filled_shift_takes_the_fill_where_content_left_the_view() {
+    let frame = Array2::from_shape_fn((12, 10), |(y, x)| (y * 10 + x) as f32);
+    let fill = Array2::from_elem((12, 10), -1.0f32);
+    // Shift by (2.5, -3): rows 10.. and columns ..3 read from outside the frame.
+    let out = shift_frame_filled(frame.view(), 2.5, -3.0, fill.view());
+    let plain = shift_frame(frame.view(), 2.5, -3.0);
+    for ((y, x), &v) in out.indexed_iter() {
+        let outside = y as f32 + 2.5 > 11.0 || (x as f32) - 3.0 < 0.0;
+        if outside {
+            assert_eq!(v, -1.0, "({y}, {x})");
+        } else {
+            assert_eq!(v, plain[[y, x]], "({y}, {x})");
+        }
+    }
+}

@@ -620,15 +620,29 @@ fn simulate_motion(config: &SimConfig, margin: usize) -> Array2<f32> {
     let jump_decay = (-dt / 5.0).exp();
     let mut jump = [0.0f64; 2];
     let limit = (margin as f64 - 2.0 * config.soma_radius_px() - 1.0).max(0.0);
+    let mut raw = Array2::<f64>::zeros((frames, 2));
     for t in 0..frames {
         if config.motion_jump_probability > 0.0 && rng.uniform() < config.motion_jump_probability {
             jump[0] += rng.range(-config.motion_jump_px, config.motion_jump_px);
             jump[1] += rng.range(-config.motion_jump_px, config.motion_jump_px);
         }
         for a in 0..2 {
-            let v = config.motion_rms_px * f64::from(drift[[a, t]]) + jump[a];
-            out[[t, a]] = v.clamp(-limit, limit) as f32;
+            raw[[t, a]] = config.motion_rms_px * f64::from(drift[[a, t]]) + jump[a];
             jump[a] *= jump_decay;
+        }
+    }
+    // Centre each axis on its median: the reference frame, where the ground truth lives, is where
+    // the field sits most of the time, which is the frame `tessera register` returns.
+    for a in 0..2 {
+        let mut v: Vec<f64> = raw.column(a).to_vec();
+        v.sort_by(f64::total_cmp);
+        let median = if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            0.5 * (v[v.len() / 2 - 1] + v[v.len() / 2])
+        };
+        for t in 0..frames {
+            out[[t, a]] = (raw[[t, a]] - median).clamp(-limit, limit) as f32;
         }
     }
     out
