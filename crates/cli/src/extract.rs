@@ -22,8 +22,9 @@ use serde_json::json;
 use tessera_core::{Region, regions_to_json};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::{
-    CnmfParams, DetectParams, PixelMovie, QcParams, demix, detect, quality,
+    CnmfParams, DetectParams, PixelMovie, QcParams, demix, detect_within, quality,
 };
+use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::dff;
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +43,53 @@ pub struct Args {
     /// Merge overlapping components whose traces correlate above this.
     #[arg(long, default_value_t = CnmfParams::default().merge_threshold)]
     pub merge_threshold: f64,
+    /// Frames summed before the footprint-membership correlations (default: 100 ms of frames at
+    /// the recording's frame rate, else 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bin_frames: Option<u32>,
+    /// On a movie written by `tessera register`: seed cells only where the field was in view in at
+    /// least this fraction of frames (near the borders, content moves out of view).
+    #[arg(long, default_value_t = MIN_IN_VIEW_FRACTION)]
+    pub min_in_view: f32,
+}
+
+/// Frames in about 100 ms, the rise time of GCaMP transients: binning that far keeps a transient's
+/// shape while averaging shot noise down.
+fn default_bin_frames(frame_rate_hz: Option<f64>) -> usize {
+    frame_rate_hz
+        .filter(|f| f.is_finite() && *f > 0.0)
+        .map_or(1, |f| (f * BIN_SECONDS).round().clamp(1.0, 64.0) as usize)
+}
+
+const BIN_SECONDS: f64 = 0.1;
+
+/// Default of `--min-in-view`.
+const MIN_IN_VIEW_FRACTION: f32 = 0.8;
+
+/// For a movie written by `tessera register` (its store holds `registration/shifts`), the fraction
+/// of frames in which each pixel showed recorded content; `None` for other recordings.
+fn registered_in_view(
+    rec: &tessera_io::Recording,
+    h: usize,
+    w: usize,
+) -> anyhow::Result<Option<ndarray::Array2<f32>>> {
+    let store = rec.store();
+    if store.attributes("registration/shifts")?.is_none() {
+        return Ok(None);
+    }
+    let shifts = store
+        .read_array::<f32>("registration/shifts")
+        .context("failed to read registration/shifts of the registered input")?
+        .into_dimensionality::<ndarray::Ix2>()
+        .context("registration/shifts is not a (t, 2) array")?;
+    if shifts.ncols() != 2 {
+        bail!(
+            "registration/shifts has {} columns, expected 2 (dy, dx)",
+            shifts.ncols()
+        );
+    }
+    let pairs: Vec<(f32, f32)> = shifts.rows().into_iter().map(|r| (r[0], r[1])).collect();
+    Ok(Some(in_view_fraction(&pairs, h, w)))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -89,9 +137,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         radius_px: radius,
         min_corr: args.min_corr,
         min_pnr: args.min_pnr,
+        bin_frames: args.bin_frames.map_or_else(
+            || default_bin_frames(rec.meta().frame_rate_hz),
+            |b| b as usize,
+        ),
         ..DetectParams::default()
     };
-    let (found, images) = detect(movie.view(), &detect_params);
+    // On a registered movie, seed only where the field was in view in nearly every frame.
+    let in_view = registered_in_view(&rec, shape.y as usize, shape.x as usize)?;
+    let seedable = in_view.as_ref().map(|f| f.mapv(|v| v >= args.min_in_view));
+    let (found, images) = detect_within(
+        movie.view(),
+        &detect_params,
+        seedable.as_ref().map(|m| m.view()),
+    );
     let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
     let pm = PixelMovie::from_frames(movie.view());
     drop(movie);

@@ -3,7 +3,7 @@
 //! grown from the correlation of its neighbours with the seed's trace, then deflated from the data
 //! so overlapping neighbours are found on the residual.
 
-use ndarray::{Array2, Array3, ArrayView3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,10 @@ pub struct DetectParams {
     pub pixel_corr: f32,
     /// Stop after this many components (0: no limit).
     pub max_components: usize,
+    /// Membership correlations use traces summed over this many frames: calcium transients last
+    /// several frames while shot noise does not, so binning raises the correlation of dim cells'
+    /// pixels (Suite2p bins the movie for detection the same way). 1 disables binning.
+    pub bin_frames: usize,
 }
 
 impl Default for DetectParams {
@@ -36,6 +40,7 @@ impl Default for DetectParams {
             min_pnr: 6.0,
             pixel_corr: 0.4,
             max_components: 0,
+            bin_frames: 1,
         }
     }
 }
@@ -49,7 +54,19 @@ pub struct DetectionImages {
 
 /// Finds and initialises components in `movie` (t, y, x). Returns them with the seeding images.
 pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>, DetectionImages) {
+    detect_within(movie, params, None)
+}
+
+/// [`detect`], seeding components only where `seedable` (same shape as a frame) is true, e.g.
+/// away from the borders a registered movie fills in for content that moved out of view.
+/// Footprints may still extend over the other pixels.
+pub fn detect_within(
+    movie: ArrayView3<f32>,
+    params: &DetectParams,
+    seedable: Option<ArrayView2<bool>>,
+) -> (Vec<Component>, DetectionImages) {
     let (t, h, w) = movie.dim();
+    let seedable = seedable.filter(|m| m.dim() == (h, w));
     let r = params.radius_px.max(1.0);
     let mean = movie
         .mean_axis(Axis(0))
@@ -98,7 +115,7 @@ pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>,
     for y in 0..h {
         for x in 0..w {
             let v = score[[y, x]];
-            if v <= 0.0 {
+            if v <= 0.0 || seedable.is_some_and(|m| !m[[y, x]]) {
                 continue;
             }
             let mut is_max = true;
@@ -138,6 +155,7 @@ pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>,
     let mut comps = Vec::new();
     let reach = (2.0 * r).ceil() as isize;
     let min_size = (std::f64::consts::PI * r * r / 4.0).ceil() as usize;
+    let bin_frames = params.bin_frames.clamp(1, t.max(1));
     for (_, sy, sx) in seeds {
         if params.max_components > 0 && comps.len() >= params.max_components {
             break;
@@ -169,7 +187,8 @@ pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>,
             continue;
         }
         let cc: f32 = c.iter().map(|v| v * v).sum();
-        let c_norm = cc.sqrt();
+        let cb = bin(&c, bin_frames);
+        let cb_norm = cb.iter().map(|v| v * v).sum::<f32>().sqrt();
         // Correlation and regression of each pixel in the window with the seed trace.
         let (y0, y1) = (
             (sy as isize - reach).max(0) as usize,
@@ -204,13 +223,13 @@ pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>,
                     }
                 }
                 let (mut sd, mut ss) = (0.0f32, 0.0f32);
-                for (&sv, &ci) in smooth.iter().zip(&c) {
+                for (&sv, &ci) in bin(&smooth, bin_frames).iter().zip(cb.iter()) {
                     let v = sv / n;
                     sd += v * ci;
                     ss += v * v;
                 }
-                corr[i] = if ss > 0.0 {
-                    sd / (ss.sqrt() * c_norm)
+                corr[i] = if ss > 0.0 && cb_norm > 0.0 {
+                    sd / (ss.sqrt() * cb_norm)
                 } else {
                     0.0
                 };
@@ -274,4 +293,13 @@ pub fn detect(movie: ArrayView3<f32>, params: &DetectParams) -> (Vec<Component>,
         comps.push(comp);
     }
     (comps, DetectionImages { correlation, pnr })
+}
+
+/// Sums of consecutive runs of `k` samples (a last, shorter run is dropped unless it is the only
+/// one). `k = 1` returns the trace unchanged.
+fn bin(trace: &[f32], k: usize) -> std::borrow::Cow<'_, [f32]> {
+    if k <= 1 || trace.len() < 2 * k {
+        return std::borrow::Cow::Borrowed(trace);
+    }
+    std::borrow::Cow::Owned(trace.chunks_exact(k).map(|c| c.iter().sum()).collect())
 }

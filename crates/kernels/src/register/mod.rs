@@ -297,6 +297,52 @@ pub fn shift_frame_filled(
     out
 }
 
+/// Per pixel of a registered `(h, w)` movie, the fraction of frames in which it shows recorded
+/// content rather than [`shift_frame_filled`]'s fill: pixel `(y, x)` of frame `t` is in view when
+/// `0 <= y + dy_t <= h - 1` and `0 <= x + dx_t <= w - 1`. Near the borders of a moving recording
+/// it drops below 1; detection should not seed cells where it is low (Suite2p crops the same band).
+pub fn in_view_fraction(shifts: &[(f32, f32)], h: usize, w: usize) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((h, w));
+    if shifts.is_empty() || h == 0 || w == 0 {
+        out.fill(1.0);
+        return out;
+    }
+    // Frames in view form a rectangle per frame: add them with a 2-D difference array.
+    let mut diff = Array2::<i64>::zeros((h + 1, w + 1));
+    let range = |d: f32, n: usize| -> Option<(usize, usize)> {
+        if !d.is_finite() {
+            return None;
+        }
+        // Smallest and largest index i with 0 <= i + d <= n - 1.
+        let lo = (-d).ceil().max(0.0);
+        let hi = ((n - 1) as f32 - d).floor().min((n - 1) as f32);
+        (hi >= lo).then_some((lo as usize, hi as usize))
+    };
+    for &(dy, dx) in shifts {
+        if let (Some((y0, y1)), Some((x0, x1))) = (range(dy, h), range(dx, w)) {
+            diff[[y0, x0]] += 1;
+            diff[[y0, x1 + 1]] -= 1;
+            diff[[y1 + 1, x0]] -= 1;
+            diff[[y1 + 1, x1 + 1]] += 1;
+        }
+    }
+    for y in 0..=h {
+        for x in 1..=w {
+            diff[[y, x]] += diff[[y, x - 1]];
+        }
+    }
+    for y in 1..=h {
+        for x in 0..=w {
+            diff[[y, x]] += diff[[y - 1, x]];
+        }
+    }
+    let n = shifts.len() as f32;
+    for ((y, x), o) in out.indexed_iter_mut() {
+        *o = diff[[y, x]] as f32 / n;
+    }
+    out
+}
+
 /// Median `(dy, dx)` of the frames' shifts, leaving out frames whose shift hit the limit unless
 /// all did; `(0, 0)` for no frames or non-finite shifts.
 pub fn median_shift(shifts: &[FrameShift]) -> (f32, f32) {

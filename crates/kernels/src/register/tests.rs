@@ -158,3 +158,27 @@ fn filled_shift_takes_the_fill_where_content_left_the_view() {
         }
     }
 }
+
+#[test]
+fn in_view_fraction_matches_counting_frames() {
+    let shifts = [
+        (0.0f32, 0.0f32),
+        (2.5, -1.0),
+        (-3.0, 4.2),
+        (0.4, 0.0),
+        (f32::NAN, 0.0),
+    ];
+    let (h, w) = (9, 11);
+    let fast = in_view_fraction(&shifts, h, w);
+    let inside = |v: f32, n: usize| v >= 0.0 && v <= (n - 1) as f32;
+    for y in 0..h {
+        for x in 0..w {
+            let n = shifts
+                .iter()
+                .filter(|(dy, dx)| inside(y as f32 + dy, h) && inside(x as f32 + dx, w))
+                .count();
+            assert_eq!(fast[[y, x]], n as f32 / 5.0, "({y}, {x})");
+        }
+    }
+    assert!(in_view_fraction(&[], 3, 3).iter().all(|&v| v == 1.0));
+}
