@@ -130,3 +130,73 @@ fn extraction_on_the_real_neurofinder_clip() {
     assert!(nf["true_positives"].as_u64().unwrap() >= 25);
     assert!(nf["precision"].as_f64().unwrap() >= 0.35);
 }
+
+/// The simulator presets through the whole chain (simulate -> register -> extract -> evaluate),
+/// 256 x 256 px, 1500 frames at 30 Hz, seed 1, tessera's defaults except the registration's search
+/// limit on the large-motion preset (its jumps reach 17 px; the default limit is 15 px and the
+/// command warns). F1 in the IoU >= 0.5 convention against the detectable cells; the floors sit a
+/// little under the figures measured on 2026-11-28 (docs/ACCURACY.md), which seed 2 also meets
+/// within 0.05.
+#[test]
+fn simulator_presets_meet_their_accuracy_floors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, f64, &[&str]); 5] = [
+        ("base", 0.94, &[]),
+        ("low-snr", 0.88, &[]),
+        ("small-cells", 0.85, &[]),
+        ("dense", 0.85, &[]),
+        ("large-motion", 0.80, &["--max-shift", "24"]),
+    ];
+    let mut failures = Vec::new();
+    for (preset, floor, register_args) in cases {
+        let d = dir.path().join(preset);
+        let (sim, reg, rois) = (d.join("sim.zarr"), d.join("reg.zarr"), d.join("rois.zarr"));
+        let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        ok(&[
+            "simulate",
+            "--preset",
+            preset,
+            "--frames",
+            "1500",
+            "--height",
+            "256",
+            "--width",
+            "256",
+            "--seed",
+            "1",
+            "--out",
+            &s(&sim),
+        ]);
+        let mut args = vec!["register".to_owned(), s(&sim), "--out".into(), s(&reg)];
+        args.extend(register_args.iter().map(|a| a.to_string()));
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        ok(&["extract", &s(&reg), "--out", &s(&rois)]);
+        let report: serde_json::Value = serde_json::from_str(&ok(&[
+            "evaluate",
+            "--truth",
+            &s(&sim),
+            "--estimate",
+            &s(&rois),
+            "--json",
+        ]))
+        .unwrap();
+        let iou = score(&report, "iou50");
+        let f1 = iou["f1"].as_f64().unwrap();
+        eprintln!(
+            "{preset}: F1 {f1:.3} (recall {:.3}, precision {:.3}), matched-trace r {:.3}, floor {floor}",
+            iou["recall"].as_f64().unwrap(),
+            iou["precision"].as_f64().unwrap(),
+            report["matched_trace_correlation"].as_f64().unwrap_or(0.0)
+        );
+        if f1 < floor {
+            failures.push(format!("{preset}: F1 {f1:.3} < {floor}"));
+        }
+        if preset == "base" {
+            let r = report["matched_trace_correlation"].as_f64().unwrap();
+            if r < 0.95 {
+                failures.push(format!("base: matched-trace r {r:.3} < 0.95"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}

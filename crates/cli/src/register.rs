@@ -1,7 +1,7 @@
 //! `tessera register`: rigid motion correction of a recording, streamed one chunk-row at a time.
 //!
-//! Two passes over the recording: the first estimates every frame's shift against a template
-//! seeded from a sample of frames; the template is then moved to the median of those shifts and
+//! Two passes over the recording: the first estimates the shifts of up to 1000 evenly spaced
+//! frames against a template seeded from a sample of frames; the template is then moved to the median of those shifts and
 //! the second pass registers against it and writes. The registered movie therefore sits where the
 //! field sits most of the time (the recording's own pixel frame, up to sub-pixel error), so ROIs
 //! found on it line up with the raw movie and with labels drawn on it, whichever frames seeded the
@@ -84,7 +84,12 @@ type Shifts = (Vec<FrameShift>, Vec<(Array2<f32>, Array2<f32>)>);
 /// One registered frame: its rigid shift, its block shifts (piecewise only) and its pixels.
 type Registered<T> = (FrameShift, Option<(Array2<f32>, Array2<f32>)>, Array2<T>);
 
-/// First pass: the rigid shift of every frame against `reg` (nothing written).
+/// Frames the first pass samples at most: enough for the median position to within a few
+/// hundredths of a pixel, while the second pass still registers every frame.
+const CENTRING_FRAMES: u64 = 1000;
+
+/// First pass: the rigid shifts of an evenly spaced sample of frames (every frame of a recording
+/// up to [`CENTRING_FRAMES`] long) against `reg`; nothing written.
 fn estimate_shifts(
     rec: &Recording,
     reg: &RigidRegistration,
@@ -92,6 +97,7 @@ fn estimate_shifts(
 ) -> anyhow::Result<Vec<FrameShift>> {
     let shape = rec.shape();
     let ct = rec.chunks()[0].max(1);
+    let stride = shape.t.div_ceil(CENTRING_FRAMES).max(1);
     let mut shifts = Vec::with_capacity(shape.t as usize);
     let mut t = 0;
     while t < shape.t {
@@ -99,7 +105,11 @@ fn estimate_shifts(
         let block = rec
             .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
             .with_context(|| format!("failed to read frames {t}..{end}"))?;
-        shifts.extend(reg.estimate_all(block.view()));
+        let picks: Vec<usize> = (t..end)
+            .filter(|f| f % stride == 0)
+            .map(|f| (f - t) as usize)
+            .collect();
+        shifts.extend(reg.estimate_all(block.select(Axis(0), &picks).view()));
         bar.set_position(end);
         t = end;
     }
@@ -177,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let sample = template_sample(&rec, params.template_frames)?;
     let seeded = RigidRegistration::from_movie(sample.view(), params.clone())?;
-    // Two passes: shifts of every frame against the seeded template, then registration against
+    // Two passes: shifts of a sample of frames against the seeded template, then registration against
     // the template moved to the median position, so the output keeps the recording's own frame.
     let bar = crate::progress::frames(2 * shape.t, "register");
     let first = estimate_shifts(&rec, &seeded, &bar)

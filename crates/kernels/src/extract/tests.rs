@@ -109,3 +109,37 @@ fn blocked_transpose_matches_indexing() {
         assert_eq!(v, movie[[t, p / 23, p % 23]]);
     }
 }
+
+/// Runs the chain as `tessera extract` does, on movies without cells or with bad values.
+fn chain(movie: &Array3<f32>) -> usize {
+    let params = DetectParams {
+        radius_px: 4.0,
+        bin_frames: 3,
+        ..DetectParams::default()
+    };
+    let (found, _) = detect(movie.view(), &params);
+    let pm = PixelMovie::from_frames(movie.view());
+    let (comps, bg) = demix(&pm, found, &CnmfParams::default());
+    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(4.0));
+    assert_eq!(qc.len(), comps.len());
+    for c in &comps {
+        let _ = crate::deconv::deconvolve(&c.trace, 30.0, &crate::deconv::OasisParams::default());
+    }
+    qc.iter().filter(|q| q.accepted).count()
+}
+
+#[test]
+fn degenerate_movies_give_empty_results_without_panicking() {
+    // Constant, all-zero, a single frame, two frames, pure noise: no cells.
+    assert_eq!(chain(&Array3::from_elem((50, 32, 32), 100.0)), 0);
+    assert_eq!(chain(&Array3::zeros((50, 32, 32))), 0);
+    assert_eq!(chain(&Array3::from_elem((1, 32, 32), 5.0)), 0);
+    assert_eq!(chain(&Array3::from_elem((2, 16, 16), 5.0)), 0);
+    let mut rng = crate::rng::Rng::new(3, 0);
+    let noise = Array3::from_shape_fn((200, 40, 40), |_| 100.0 + 5.0 * rng.normal() as f32);
+    assert_eq!(chain(&noise), 0, "cells found in pure noise");
+    // A tiny field, smaller than the cell radius.
+    let _ = chain(&Array3::from_shape_fn((30, 3, 2), |(t, y, x)| {
+        (t + y + x) as f32
+    }));
+}
