@@ -60,6 +60,12 @@ py=$(realpath "$venv")/bin/python
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
   OPENBLAS_NUM_THREADS=$threads NUMBA_NUM_THREADS=$threads
 
+# Score every simulated cell, silent ones included, in every evaluation: the aligned scores (step 8)
+# use a regions JSON as truth, which carries no activity, so tessera builds whose `evaluate`
+# defaults to "detectable" cells for a simulation are told `--truth-cells all` to stay comparable.
+truth_cells=()
+if "$bin" evaluate --help | grep -- --truth-cells > /dev/null; then truth_cells=(--truth-cells all); fi
+
 # Run a command under /usr/bin/time -v: resource figures to $1 (X.txt), the command's output to X.log.
 timed() {
   local log=$1
@@ -123,9 +129,11 @@ run_case() {
 
   # --- 7. Scores against the ground truth as it is stored (the simulation's reference frame,
   #        or the lab's labels).
-  "$bin" evaluate --truth "$truth" --estimate "$d/suite2p-regions.json" --json > "$d/score-suite2p.json"
-  "$bin" evaluate --truth "$truth" --estimate "$d/suite2p-regions-all.json" --json > "$d/score-suite2p-all.json"
-  "$bin" evaluate --truth "$truth" --estimate "$d/rois.zarr" --json > "$d/score-tessera.json"
+  local tc=()
+  [ "$c" = neurofinder ] || tc=("${truth_cells[@]}")
+  "$bin" evaluate --truth "$truth" --estimate "$d/suite2p-regions.json" "${tc[@]}" --json > "$d/score-suite2p.json"
+  "$bin" evaluate --truth "$truth" --estimate "$d/suite2p-regions-all.json" "${tc[@]}" --json > "$d/score-suite2p-all.json"
+  "$bin" evaluate --truth "$truth" --estimate "$d/rois.zarr" "${tc[@]}" --json > "$d/score-tessera.json"
 
   # --- 8. Simulations only: both tools report ROIs in their registered frame, which is the
   #        reference scene displaced by the template's offset. Move the ground truth into each
