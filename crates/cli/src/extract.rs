@@ -147,7 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         ..DetectParams::default()
     };
-    // On a registered movie, seed only where the field was in view in nearly every frame.
+    // On a registered movie, seed only where the field was in view in enough frames (--min-in-view).
     let in_view = registered_in_view(&rec, shape.y as usize, shape.x as usize)?;
     let seedable = in_view.as_ref().map(|f| f.mapv(|v| v >= args.min_in_view));
     let (found, images) = detect_within(

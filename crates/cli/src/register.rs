@@ -1,11 +1,12 @@
 //! `tessera register`: rigid motion correction of a recording, streamed one chunk-row at a time.
 //!
 //! Two passes over the recording: the first estimates the shifts of up to 1000 evenly spaced
-//! frames against a template seeded from a sample of frames; the template is then moved to the median of those shifts and
-//! the second pass registers against it and writes. The registered movie therefore sits where the
-//! field sits most of the time (the recording's own pixel frame, up to sub-pixel error), so ROIs
-//! found on it line up with the raw movie and with labels drawn on it, whichever frames seeded the
-//! template.
+//! frames against a template seeded from a sample of frames; the template is then moved to the
+//! median of those shifts, and the second pass registers every frame against it and writes. The
+//! registered movie therefore sits where the field sits most of the time (the recording's own pixel
+//! frame, up to sub-pixel error), so ROIs found on it line up with the raw movie and with labels
+//! drawn on it, whichever frames seeded the template. Pixels whose content moved out of view take
+//! the template's value (rigid registration; piecewise blocks still replicate edges).
 //!
 //! Output group:
 //! ```text
