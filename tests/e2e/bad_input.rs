@@ -34,6 +34,16 @@ fn wrong_rank_dtype_and_corrupt_chunks_are_named() {
         e.contains("chunk [1, 0, 0]") && e.contains("c/1/0/0"),
         "{e}"
     );
+    // Non-finite samples are named (frame and pixel) and leave no output behind.
+    for cmd in ["extract", "summarize"] {
+        let out = p(&format!("{cmd}-out.zarr"));
+        let e = fails(&[cmd, &p("nan.zarr"), "--out", &out]);
+        assert!(
+            e.contains("non-finite value (NaN) at frame 25, pixel (3, 4)"),
+            "{cmd}: {e}"
+        );
+        assert!(!std::path::Path::new(&out).exists(), "{cmd} left {out}");
+    }
 }
 
 #[test]

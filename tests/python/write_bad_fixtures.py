@@ -3,7 +3,8 @@
 Usage: write_bad_fixtures.py OUTDIR
 - two_d.zarr: a 2-D uint16 array;
 - complex.zarr: a 3-D complex64 array (unsupported dtype);
-- corrupt.zarr: a 3-D uint16 v3 array (zstd) whose chunk c/1/0/0 is truncated to half its bytes.
+- corrupt.zarr: a 3-D uint16 v3 array (zstd) whose chunk c/1/0/0 is truncated to half its bytes;
+- nan.zarr: a 3-D float32 array, finite except a NaN at frame 25, pixel (3, 4).
 """
 import sys
 from pathlib import Path
@@ -22,4 +23,8 @@ a[:] = np.arange(20 * 16 * 16, dtype=np.uint16).reshape(20, 16, 16)
 chunk = out / "corrupt.zarr" / "c" / "1" / "0" / "0"
 data = chunk.read_bytes()
 chunk.write_bytes(data[: len(data) // 2])
+a = zarr.create_array(out / "nan.zarr", shape=(40, 24, 24), chunks=(20, 24, 24), dtype="float32", zarr_format=3)
+v = np.random.default_rng(0).normal(100.0, 5.0, size=(40, 24, 24)).astype(np.float32)
+v[25, 3, 4] = np.nan
+a[:] = v
 print("ok")

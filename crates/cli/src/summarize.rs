@@ -2,7 +2,7 @@
 //!
 //! Output group `<out>/summary/{mean,max,std,correlation,pnr,noise}`, each (y, x) float32.
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use ndarray::Array2;
 use serde_json::json;
 use tessera_core::Box3;
@@ -34,6 +34,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let block = rec
             .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
             .with_context(|| format!("failed to read frames {t}..{end}"))?;
+        if let Some(((dt, y, x), v)) = block.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            bail!(
+                "{} holds a non-finite value ({v}) at frame {}, pixel ({y}, {x}): summary images need finite data (crop or fill such pixels first)",
+                args.io.uri,
+                t as usize + dt
+            );
+        }
         let (s, c) = rayon::join(
             || SummaryStats::from_movie(block.view(), sat),
             || LocalCorrelation::from_movie(block.view()),
