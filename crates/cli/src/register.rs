@@ -97,23 +97,18 @@ fn estimate_shifts(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<FrameShift>> {
     let shape = rec.shape();
-    let ct = rec.chunks()[0].max(1);
     let stride = shape.t.div_ceil(CENTRING_FRAMES).max(1);
     let mut shifts = Vec::with_capacity(shape.t as usize);
-    let mut t = 0;
-    while t < shape.t {
-        let end = (t + ct).min(shape.t);
-        let block = rec
-            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
-            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+    crate::transform::for_each_chunk_row(rec, 1, |t, block| {
+        let end = t + block.len_of(Axis(0)) as u64;
         let picks: Vec<usize> = (t..end)
             .filter(|f| f % stride == 0)
             .map(|f| (f - t) as usize)
             .collect();
         shifts.extend(reg.estimate_all(block.select(Axis(0), &picks).view()));
         bar.set_position(end);
-        t = end;
-    }
+        Ok(())
+    })?;
     Ok(shifts)
 }
 
@@ -127,15 +122,9 @@ fn register_into<T: Sample>(
 ) -> anyhow::Result<Shifts> {
     let shape = rec.shape();
     let mut writer = RecordingWriter::<T>::create(output, shape, options)?;
-    let ct = rec.chunks()[0].max(1);
     let mut shifts = Vec::with_capacity(shape.t as usize);
     let mut blocks = Vec::new();
-    let mut t = 0;
-    while t < shape.t {
-        let end = (t + ct).min(shape.t);
-        let block = rec
-            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
-            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+    crate::transform::for_each_chunk_row(rec, 1, |t, block| {
         let n = block.len_of(Axis(0));
         let done: Vec<Registered<T>> = (0..n)
             .into_par_iter()
@@ -170,9 +159,9 @@ fn register_into<T: Sample>(
                 blocks.push(b);
             }
         }
-        bar.set_position(shape.t + end);
-        t = end;
-    }
+        bar.set_position(shape.t + t + n as u64);
+        Ok(())
+    })?;
     writer.finish()?;
     Ok((shifts, blocks))
 }

@@ -2,10 +2,9 @@
 //!
 //! Output group `<out>/summary/{mean,max,std,correlation,pnr,noise}`, each (y, x) float32.
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use ndarray::Array2;
 use serde_json::json;
-use tessera_core::Box3;
 use tessera_kernels::stats::{PsdAverage, SummaryStats, noise_image};
 use tessera_kernels::summary::{LocalCorrelation, pnr_image};
 
@@ -21,19 +20,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (h, w) = (shape.y as usize, shape.x as usize);
     let output = args.io.create_output()?;
     let started = std::time::Instant::now();
-    let ct = rec.chunks()[0].max(16);
     let mut stats = SummaryStats::empty(h, w);
     let mut corr = LocalCorrelation::empty(h, w);
     let mut noise_acc = Array2::<f64>::zeros((h, w));
     let mut noise_frames = 0u64;
     let bar = crate::progress::frames(shape.t, "summarize");
     let sat = rec.dtype().saturation_value().map(|v| v as f32);
-    let mut t = 0;
-    while t < shape.t {
-        let end = (t + ct).min(shape.t);
-        let block = rec
-            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
-            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+    crate::transform::for_each_chunk_row(&rec, 16, |t, block| {
+        let end = t + block.len_of(ndarray::Axis(0)) as u64;
         if let Some(((dt, y, x), v)) = block.indexed_iter().find(|(_, v)| !v.is_finite()) {
             bail!(
                 "{} holds a non-finite value ({v}) at frame {}, pixel ({y}, {x}): summary images need finite data (crop or fill such pixels first)",
@@ -45,16 +39,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             || SummaryStats::from_movie(block.view(), sat),
             || LocalCorrelation::from_movie(block.view()),
         );
-        stats = stats.merge(&s)?;
-        corr = corr.merge(&c)?;
+        // `merge` consumes: swap an empty placeholder in while merging.
+        stats = std::mem::replace(&mut stats, SummaryStats::empty(0, 0)).merge(&s)?;
+        corr = std::mem::replace(&mut corr, LocalCorrelation::empty(0, 0)).merge(&c)?;
         if end - t >= 16 {
             let n = noise_image(block.view(), PsdAverage::Mean);
             noise_acc.zip_mut_with(&n, |a, &b| *a += f64::from(b) * (end - t) as f64);
             noise_frames += end - t;
         }
         bar.set_position(end);
-        t = end;
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let noise = noise_acc.mapv(|v| (v / noise_frames.max(1) as f64) as f32);
     let mean = stats.mean();

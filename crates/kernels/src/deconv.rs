@@ -147,20 +147,28 @@ pub fn oasis_ar1(y: &[f64], g: f64, lambda: f64, s_min: f64) -> (Vec<f64>, Vec<f
     (c, s)
 }
 
+/// Autocovariance `C(k) = sum_t (y_t - m)(y_{t+k} - m) / (n - k)` for `k = 0..=max_lag`
+/// (`max_lag < y.len()`).
+fn autocovariance(y: &[f64], max_lag: usize) -> Vec<f64> {
+    let n = y.len();
+    let mean = y.iter().sum::<f64>() / n as f64;
+    (0..=max_lag)
+        .map(|k| {
+            (0..n - k)
+                .map(|t| (y[t] - mean) * (y[t + k] - mean))
+                .sum::<f64>()
+                / (n - k) as f64
+        })
+        .collect()
+}
+
 /// Least-squares AR(1) coefficient from the autocovariance at lags 1..=`lags`.
 pub fn estimate_gamma(y: &[f64], lags: usize) -> f64 {
     let n = y.len();
     if n < lags + 3 {
         return 0.0;
     }
-    let mean = y.iter().sum::<f64>() / n as f64;
-    let acov = |k: usize| {
-        (0..n - k)
-            .map(|t| (y[t] - mean) * (y[t + k] - mean))
-            .sum::<f64>()
-            / (n - k) as f64
-    };
-    let c: Vec<f64> = (1..=lags + 1).map(acov).collect();
+    let c = &autocovariance(y, lags + 1)[1..];
     let (mut num, mut den) = (0.0, 0.0);
     for k in 0..lags {
         num += c[k] * c[k + 1];
@@ -312,14 +320,7 @@ pub fn estimate_ar2(y: &[f64], lags: usize) -> Option<(f64, f64)> {
     if n < lags + 5 {
         return None;
     }
-    let mean = y.iter().sum::<f64>() / n as f64;
-    let acov = |k: usize| {
-        (0..n - k)
-            .map(|t| (y[t] - mean) * (y[t + k] - mean))
-            .sum::<f64>()
-            / (n - k) as f64
-    };
-    let c: Vec<f64> = (0..=lags + 2).map(acov).collect();
+    let c = autocovariance(y, lags + 2);
     // Normal equations of sum_k (C(k) - g1 C(k-1) - g2 C(k-2))^2.
     let (mut a11, mut a12, mut a22, mut b1, mut b2) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for k in 3..=lags + 2 {
@@ -492,33 +493,37 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// Slow reference: coordinate descent on the spikes of `c = K s` (K_{t,j} = g^{t-j}), s >= 0,
-    /// objective 1/2 ||K s - y||^2 + lambda sum(s).
-    #[allow(clippy::needless_range_loop)] // written as the formula reads
-    fn reference(y: &[f64], g: f64, lambda: f64) -> Vec<f64> {
+    /// Slow reference: coordinate descent on the spikes of `c = K s` (`K_{t,j} = h_{t-j}`, the
+    /// impulse response, history zero), `s >= 0`, objective `1/2 ||K s - y||^2 + lambda sum(s)`.
+    fn reference_kernel(y: &[f64], h: &[f64], lambda: f64) -> Vec<f64> {
         let n = y.len();
-        let k = |t: usize, j: usize| if t >= j { g.powi((t - j) as i32) } else { 0.0 };
         let mut s = vec![0.0f64; n];
         let mut c = vec![0.0f64; n];
         for _ in 0..20_000 {
             for j in 0..n {
                 let (mut num, mut den) = (0.0, 0.0);
                 for t in j..n {
-                    let r = y[t] - (c[t] - k(t, j) * s[j]);
-                    num += k(t, j) * r;
-                    den += k(t, j) * k(t, j);
+                    let r = y[t] - (c[t] - h[t - j] * s[j]);
+                    num += h[t - j] * r;
+                    den += h[t - j] * h[t - j];
                 }
                 let new = ((num - lambda) / den).max(0.0);
                 let d = new - s[j];
                 if d != 0.0 {
                     for t in j..n {
-                        c[t] += k(t, j) * d;
+                        c[t] += h[t - j] * d;
                     }
                     s[j] = new;
                 }
             }
         }
         c
+    }
+
+    /// AR(1): `h_k = g^k`.
+    fn reference(y: &[f64], g: f64, lambda: f64) -> Vec<f64> {
+        let h: Vec<f64> = (0..y.len()).map(|k| g.powi(k as i32)).collect();
+        reference_kernel(y, &h, lambda)
     }
 
     fn objective(c: &[f64], y: &[f64], g: f64, lambda: f64) -> f64 {
@@ -557,41 +562,17 @@ mod tests {
         }
     }
 
-    /// Slow reference for AR(2): coordinate descent on `s >= 0` with `c = K s`, `K_{t,j} =
-    /// h_{t-j}` (the AR(2) impulse response, history zero), objective
-    /// `1/2 ||K s - y||^2 + lambda sum(s)`.
-    #[allow(clippy::needless_range_loop)]
+    /// AR(2): `h_0 = 1`, `h_1 = g1`, `h_k = g1 h_{k-1} + g2 h_{k-2}`.
     fn reference_ar2(y: &[f64], g1: f64, g2: f64, lambda: f64) -> Vec<f64> {
-        let n = y.len();
-        let mut h = vec![0.0f64; n];
-        for k in 0..n {
+        let mut h = vec![0.0f64; y.len()];
+        for k in 0..h.len() {
             h[k] = match k {
                 0 => 1.0,
                 1 => g1,
                 _ => g1 * h[k - 1] + g2 * h[k - 2],
             };
         }
-        let mut s = vec![0.0f64; n];
-        let mut c = vec![0.0f64; n];
-        for _ in 0..20_000 {
-            for j in 0..n {
-                let (mut num, mut den) = (0.0, 0.0);
-                for t in j..n {
-                    let r = y[t] - (c[t] - h[t - j] * s[j]);
-                    num += h[t - j] * r;
-                    den += h[t - j] * h[t - j];
-                }
-                let new = ((num - lambda) / den).max(0.0);
-                let d = new - s[j];
-                if d != 0.0 {
-                    for t in j..n {
-                        c[t] += h[t - j] * d;
-                    }
-                    s[j] = new;
-                }
-            }
-        }
-        c
+        reference_kernel(y, &h, lambda)
     }
 
     /// `1/2 ||c - y||^2 + lambda sum_t s_t` with `s_t = c_t - g1 c_{t-1} - g2 c_{t-2}` (history

@@ -116,6 +116,22 @@ impl SummaryStats {
     }
 }
 
+/// Median of the finite values of `v` (mean of the two middle ones for an even count), `None`
+/// when there are none. Reorders `v`.
+pub fn median(v: &mut Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    })
+}
+
 /// How [`noise_fft`] averages the power spectral density over the noise band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PsdAverage {

@@ -352,22 +352,10 @@ pub fn median_shift(shifts: &[FrameShift]) -> (f32, f32) {
     } else {
         free
     };
-    let median = |mut v: Vec<f32>| -> f32 {
-        v.retain(|x| x.is_finite());
-        if v.is_empty() {
-            return 0.0;
-        }
-        v.sort_by(f32::total_cmp);
-        let m = v.len() / 2;
-        if v.len() % 2 == 1 {
-            v[m]
-        } else {
-            0.5 * (v[m - 1] + v[m])
-        }
-    };
+    let median = |mut v: Vec<f64>| crate::stats::median(&mut v).unwrap_or(0.0) as f32;
     (
-        median(used.iter().map(|s| s.dy).collect()),
-        median(used.iter().map(|s| s.dx).collect()),
+        median(used.iter().map(|s| f64::from(s.dy)).collect()),
+        median(used.iter().map(|s| f64::from(s.dx)).collect()),
     )
 }
 

@@ -634,13 +634,7 @@ fn simulate_motion(config: &SimConfig, margin: usize) -> Array2<f32> {
     // Centre each axis on its median: the reference frame, where the ground truth lives, is where
     // the field sits most of the time, which is the frame `tessera register` returns.
     for a in 0..2 {
-        let mut v: Vec<f64> = raw.column(a).to_vec();
-        v.sort_by(f64::total_cmp);
-        let median = if v.len() % 2 == 1 {
-            v[v.len() / 2]
-        } else {
-            0.5 * (v[v.len() / 2 - 1] + v[v.len() / 2])
-        };
+        let median = crate::stats::median(&mut raw.column(a).to_vec()).unwrap_or(0.0);
         for t in 0..frames {
             out[[t, a]] = (raw[[t, a]] - median).clamp(-limit, limit) as f32;
         }
