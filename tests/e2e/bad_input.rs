@@ -35,7 +35,7 @@ fn wrong_rank_dtype_and_corrupt_chunks_are_named() {
         "{e}"
     );
     // Non-finite samples are named (frame and pixel) and leave no output behind.
-    for cmd in ["extract", "summarize"] {
+    for cmd in ["extract", "summarize", "denoise"] {
         let out = p(&format!("{cmd}-out.zarr"));
         let e = fails(&[cmd, &p("nan.zarr"), "--out", &out]);
         assert!(

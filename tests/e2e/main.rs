@@ -7,6 +7,7 @@ mod architecture;
 mod bad_input;
 mod common;
 mod deconvolve;
+mod denoise;
 mod evaluate;
 mod extract;
 mod ingest;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod denoise;
 mod evaluate;
 mod extract;
 mod ingest;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Measure throughput (see docs/BENCHMARKS.md).
     Bench(bench::Args),
+    /// Local low-rank (PMD-style) denoising of a recording.
+    Denoise(denoise::Args),
     /// Score ROIs against ground truth (neurofinder, CaImAn, IoU >= 0.5 and IoU + trace conventions).
     Evaluate(evaluate::Args),
     /// Find cells and their traces in a recording (one tile): detection, CNMF, QC, deconvolution.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Bench(a) => bench::run(a),
+        Command::Denoise(a) => denoise::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Extract(a) => extract::run(a),
         Command::Ingest(a) => ingest::run(a),

@@ -5,6 +5,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{Array2, Array3, Axis};
 use tessera_kernels::deconv::{oasis_ar1, oasis_ar2};
+use tessera_kernels::denoise::{DenoiseParams, denoise};
 use tessera_kernels::extract::PixelMovie;
 use tessera_kernels::extract::filter::BandPass;
 use tessera_kernels::register::{RigidParams, RigidRegistration, shift_frame_filled};
@@ -69,6 +70,20 @@ fn per_block(c: &mut Criterion) {
     let _ = m.len_of(Axis(0));
 }
 
+/// Local low-rank denoising of 500 frames of a 128x128 crop (the cost is linear in the pixels: a
+/// 512x512 frame costs 16 of these), default parameters (32 px blocks, up to 24 components).
+fn denoising(c: &mut Criterion) {
+    let m = movie(500).slice(ndarray::s![.., ..128, ..128]).to_owned();
+    let mut g = c.benchmark_group("500 frames of 128x128");
+    g.throughput(Throughput::Elements(500));
+    g.sample_size(10);
+    let params = DenoiseParams::default();
+    g.bench_function("denoise (PMD-style)", |b| {
+        b.iter(|| denoise(m.view(), &params))
+    });
+    g.finish();
+}
+
 fn deconvolution(c: &mut Criterion) {
     let mut rng = Rng::new(5, 0);
     let mut g = c.benchmark_group("OASIS, one 3000-frame trace");
@@ -93,5 +108,5 @@ fn deconvolution(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, per_frame, per_block, deconvolution);
+criterion_group!(benches, per_frame, per_block, denoising, deconvolution);
 criterion_main!(benches);

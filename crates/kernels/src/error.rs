@@ -9,4 +9,7 @@ pub enum KernelError {
     /// Input arrays whose shapes do not fit together or are too small for the method.
     #[error("bad input shape: {0}")]
     Shape(String),
+    /// A NaN or infinite sample in a movie (frame and pixel of the first one).
+    #[error("non-finite sample at frame {frame}, pixel (y {y}, x {x})")]
+    NonFinite { frame: usize, y: usize, x: usize },
 }
