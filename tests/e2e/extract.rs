@@ -200,3 +200,56 @@ fn simulator_presets_meet_their_accuracy_floors() {
     }
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+#[test]
+fn without_a_shape_prior_extract_outlines_dendrites() {
+    // The `dendrites` preset: somata and 150-um dendritic segments with their own activity. With
+    // `--morphology any` the segments come out whole; the soma prior cuts them into soma-sized
+    // pieces (false positives, misses). Thresholds in docs/ACCURACY.md.
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    ok(&[
+        "simulate",
+        "--preset",
+        "dendrites",
+        "--frames",
+        "1000",
+        "--height",
+        "160",
+        "--width",
+        "160",
+        "--seed",
+        "3",
+        "--motion-px",
+        "0",
+        "--set",
+        "dendrite_density_per_mm2=150",
+        "--out",
+        &p("sim.zarr"),
+    ]);
+    let f1 = |morphology: &str| {
+        let out = p(&format!("{morphology}.zarr"));
+        ok(&[
+            "extract",
+            &p("sim.zarr"),
+            "--out",
+            &out,
+            "--morphology",
+            morphology,
+        ]);
+        let report: serde_json::Value = serde_json::from_str(&ok(&[
+            "evaluate",
+            "--truth",
+            &p("sim.zarr"),
+            "--estimate",
+            &out,
+            "--json",
+        ]))
+        .unwrap();
+        score(&report, "iou50")["f1"].as_f64().unwrap()
+    };
+    let (any, soma) = (f1("any"), f1("soma"));
+    eprintln!("dendrites preset: F1 {any:.3} without a shape prior, {soma:.3} with the soma prior");
+    assert!(any >= 0.75, "F1 {any} without a shape prior");
+    assert!(any >= soma + 0.15, "F1 {any} vs soma prior {soma}");
+}

@@ -22,7 +22,7 @@ use serde_json::json;
 use tessera_core::{Region, regions_to_json};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::{
-    CnmfParams, DetectParams, PixelMovie, QcParams, demix, detect_within, quality,
+    CnmfParams, DetectParams, Morphology, PixelMovie, QcParams, demix, detect_within, quality,
 };
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::dff;
@@ -55,6 +55,17 @@ pub struct Args {
     /// least this fraction of frames (near the borders, content moves out of view).
     #[arg(long, default_value_t = MIN_IN_VIEW_FRACTION)]
     pub min_in_view: f32,
+    /// Shape prior: `soma` (footprints within twice the radius of their seed, size checked by QC)
+    /// or `any` (footprints grow wherever the activity correlates: dendrites, axons; no size
+    /// ceiling).
+    #[arg(long, value_enum, default_value_t = MorphologyArg::Soma)]
+    pub morphology: MorphologyArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MorphologyArg {
+    Soma,
+    Any,
 }
 
 /// Frames in about 100 ms, the rise time of GCaMP transients: binning that far keeps a transient's
@@ -145,6 +156,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             || default_bin_frames(rec.meta().frame_rate_hz),
             |b| b as usize,
         ),
+        morphology: match args.morphology {
+            MorphologyArg::Soma => Morphology::Soma,
+            MorphologyArg::Any => Morphology::Any,
+        },
         ..DetectParams::default()
     };
     // On a registered movie, seed only where the field was in view in enough frames (--min-in-view).
@@ -165,7 +180,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let n_seeds = found.len();
     let (comps, bg) = demix(&pm, found, &cnmf_params);
-    let qc_params = QcParams::for_radius(radius);
+    let mut qc_params = QcParams::for_radius(radius);
+    if args.morphology == MorphologyArg::Any {
+        // No shape prior: a dendrite may cover any number of pixels.
+        qc_params.max_size_px = usize::MAX;
+    }
     let qc = quality(&pm, &comps, &bg, &qc_params);
     // A trace OASIS cannot take (e.g. too short) leaves that component's spikes missing (NaN) and
     // says why in qc.json; it does not fail the other components.

@@ -9,7 +9,7 @@
 //! <out>/ground_truth/motion           (t, 2) float32 rigid shift (dy, dx) of each frame
 //! <out>/ground_truth/footprints/{cell,pixel,weight}   sparse footprints (pixel = y * width + x)
 //! <out>/ground_truth/regions.json     neurofinder regions ([row, col] pixels with weight >= 0.2)
-//! <out>/ground_truth/cells.json       per-cell table (centre, radius, active, rate, ...)
+//! <out>/ground_truth/cells.json       per-cell table (kind, centre, radius, active, rate, ...)
 //! <out>/ground_truth/config.json      the full simulation config
 //! ```
 
@@ -314,7 +314,7 @@ fn write_ground_truth(
         .iter()
         .map(|c| {
             json!({
-                "id": c.id, "center": c.center, "radius_px": c.radius_px, "active": c.active,
+                "id": c.id, "kind": c.kind, "center": c.center, "radius_px": c.radius_px, "active": c.active,
                 "rate_hz": c.rate_hz, "baseline_photons": c.baseline_photons,
                 "visible_fraction": c.visible_fraction, "pixels": c.footprint.pixels.len(),
             })

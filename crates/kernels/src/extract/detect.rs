@@ -30,6 +30,21 @@ pub struct DetectParams {
     /// several frames while shot noise does not, so binning raises the correlation of dim cells'
     /// pixels (Suite2p bins the movie for detection the same way). 1 disables binning.
     pub bin_frames: usize,
+    /// Shape prior of the footprints: somata (within twice the radius of the seed) or any shape
+    /// the activity correlation connects (dendrites, axons).
+    pub morphology: Morphology,
+}
+
+/// How far a footprint may grow from its seed during detection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Morphology {
+    /// Compact somata: pixels within `2 radius_px` of the seed.
+    #[default]
+    Soma,
+    /// No shape prior: every pixel connected to the seed through pixels whose traces correlate
+    /// with the seed's (the activity-based alternative for dendrites and axons).
+    Any,
 }
 
 impl Default for DetectParams {
@@ -41,6 +56,7 @@ impl Default for DetectParams {
             pixel_corr: 0.4,
             max_components: 0,
             bin_frames: 1,
+            morphology: Morphology::Soma,
         }
     }
 }
@@ -145,15 +161,43 @@ pub fn detect_within(
     }
     seeds.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
 
-    // Residual: the mean-free raw movie, pixel-major, deflated as components are found.
-    let mut residual = PixelMovie::from_frames(movie).data;
-    for (p, mut row) in residual.axis_iter_mut(Axis(0)).enumerate() {
-        let m = mean[[p / w, p % w]];
-        row.mapv_inplace(|v| v - m);
-    }
+    // Residual: the mean-free movie, pixel-major, deflated as components are found. Without a
+    // shape prior, smooth background (neuropil) is first removed by a high-pass (each frame minus
+    // its Gaussian blur at 2r): its shared fluctuations would otherwise correlate over large areas
+    // and let a footprint flood them. Thin processes pass nearly unchanged.
+    let mut residual = match params.morphology {
+        Morphology::Soma => {
+            let mut data = PixelMovie::from_frames(movie).data;
+            for (p, mut row) in data.axis_iter_mut(Axis(0)).enumerate() {
+                let m = mean[[p / w, p % w]];
+                row.mapv_inplace(|v| v - m);
+            }
+            data
+        }
+        Morphology::Any => {
+            let mut high = Array3::<f32>::zeros((t, h, w));
+            high.axis_iter_mut(Axis(0))
+                .into_par_iter()
+                .enumerate()
+                .for_each_init(
+                    || (BandPass::new(0.0, 2.0 * r), Array2::<f32>::zeros((h, w))),
+                    |(hp, centred), (i, out)| {
+                        ndarray::Zip::from(&mut *centred)
+                            .and(movie.index_axis(Axis(0), i))
+                            .and(&mean)
+                            .for_each(|c, &v, &m| *c = v - m);
+                        hp.apply(centred.view(), out);
+                    },
+                );
+            PixelMovie::from_frames(high.view()).data
+        }
+    };
     let mut covered = vec![false; h * w];
     let mut comps = Vec::new();
-    let reach = (2.0 * r).ceil() as isize;
+    let max_dist2 = match params.morphology {
+        Morphology::Soma => Some((2.0 * r).powi(2)),
+        Morphology::Any => None,
+    };
     let min_size = (std::f64::consts::PI * r * r / 4.0).ceil() as usize;
     let bin_frames = params.bin_frames.clamp(1, t.max(1));
     for (_, sy, sx) in seeds {
@@ -189,103 +233,95 @@ pub fn detect_within(
         let cc: f32 = c.iter().map(|v| v * v).sum();
         let cb = bin(&c, bin_frames);
         let cb_norm = cb.iter().map(|v| v * v).sum::<f32>().sqrt();
-        // Correlation and regression of each pixel in the window with the seed trace.
-        let (y0, y1) = (
-            (sy as isize - reach).max(0) as usize,
-            ((sy as isize + reach) as usize).min(h - 1),
-        );
-        let (x0, x1) = (
-            (sx as isize - reach).max(0) as usize,
-            ((sx as isize + reach) as usize).min(w - 1),
-        );
-        let (bh, bw) = (y1 - y0 + 1, x1 - x0 + 1);
-        let mut corr = vec![0.0f32; bh * bw];
-        let mut amp = vec![0.0f32; bh * bw];
-        let mut smooth = vec![0.0f32; t];
-        for by in 0..bh {
-            for bx in 0..bw {
-                let (y, x) = (y0 + by, x0 + bx);
-                let p = y * w + x;
-                // Amplitude: regression of the pixel on the seed trace.
-                let dot: f32 = residual.row(p).iter().zip(&c).map(|(v, ci)| v * ci).sum();
-                let i = by * bw + bx;
-                amp[i] = (dot / cc).max(0.0);
-                // Membership: correlation of the 3x3-averaged pixel trace with the seed trace
-                // (single pixels are too noisy at two-photon photon counts).
-                smooth.iter_mut().for_each(|v| *v = 0.0);
-                let mut n = 0.0f32;
-                for qy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
-                    for qx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
-                        for (sv, &v) in smooth.iter_mut().zip(residual.row(qy * w + qx).iter()) {
-                            *sv += v;
-                        }
-                        n += 1.0;
+        // Membership: correlation of the 3x3-averaged pixel trace with the seed trace (single
+        // pixels are too noisy at two-photon photon counts), computed for the pixels the flood
+        // fill reaches.
+        let member_corr = |y: usize, x: usize, smooth: &mut Vec<f32>| -> f32 {
+            smooth.iter_mut().for_each(|v| *v = 0.0);
+            let mut n = 0.0f32;
+            for qy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                for qx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                    for (sv, &v) in smooth.iter_mut().zip(residual.row(qy * w + qx).iter()) {
+                        *sv += v;
                     }
+                    n += 1.0;
                 }
-                let (mut sd, mut ss) = (0.0f32, 0.0f32);
-                for (&sv, &ci) in bin(&smooth, bin_frames).iter().zip(cb.iter()) {
-                    let v = sv / n;
-                    sd += v * ci;
-                    ss += v * v;
-                }
-                corr[i] = if ss > 0.0 && cb_norm > 0.0 {
-                    sd / (ss.sqrt() * cb_norm)
-                } else {
-                    0.0
-                };
             }
-        }
-        // Footprint: pixels connected to the seed whose correlation passes the threshold.
-        let mut inside = vec![false; bh * bw];
-        let start = (sy - y0) * bw + (sx - x0);
-        let mut stack = vec![start];
-        while let Some(i) = stack.pop() {
-            if inside[i] || corr[i] < params.pixel_corr {
+            let (mut sd, mut ss) = (0.0f32, 0.0f32);
+            for (&sv, &ci) in bin(smooth, bin_frames).iter().zip(cb.iter()) {
+                let v = sv / n;
+                sd += v * ci;
+                ss += v * v;
+            }
+            if ss > 0.0 && cb_norm > 0.0 {
+                sd / (ss.sqrt() * cb_norm)
+            } else {
+                0.0
+            }
+        };
+        // Footprint: pixels connected to the seed whose correlation passes the threshold (within
+        // 2r of the seed for somata; anywhere for `Morphology::Any`).
+        let mut smooth = vec![0.0f32; t];
+        let mut visited = std::collections::HashSet::new();
+        let mut inside: Vec<usize> = Vec::new();
+        let mut stack = vec![sy * w + sx];
+        while let Some(p) = stack.pop() {
+            if !visited.insert(p) {
                 continue;
             }
-            let (by, bx) = (i / bw, i % bw);
-            let dist2 = (by as f64 + y0 as f64 - sy as f64).powi(2)
-                + (bx as f64 + x0 as f64 - sx as f64).powi(2);
-            if dist2 > (2.0 * r).powi(2) {
+            let (y, x) = (p / w, p % w);
+            if let Some(limit) = max_dist2 {
+                let d2 = (y as f64 - sy as f64).powi(2) + (x as f64 - sx as f64).powi(2);
+                if d2 > limit {
+                    continue;
+                }
+            }
+            if member_corr(y, x, &mut smooth) < params.pixel_corr {
                 continue;
             }
-            inside[i] = true;
-            if by > 0 {
-                stack.push(i - bw);
+            inside.push(p);
+            if y > 0 {
+                stack.push(p - w);
             }
-            if by + 1 < bh {
-                stack.push(i + bw);
+            if y + 1 < h {
+                stack.push(p + w);
             }
-            if bx > 0 {
-                stack.push(i - 1);
+            if x > 0 {
+                stack.push(p - 1);
             }
-            if bx + 1 < bw {
-                stack.push(i + 1);
+            if x + 1 < w {
+                stack.push(p + 1);
             }
         }
-        let support: Vec<usize> = (0..bh * bw)
-            .filter(|&i| inside[i] && amp[i] > 0.0)
+        inside.sort_unstable();
+        // Amplitude: regression of each member pixel on the seed trace.
+        let amp_of = |p: usize| -> f32 {
+            let dot: f32 = residual.row(p).iter().zip(&c).map(|(v, ci)| v * ci).sum();
+            (dot / cc).max(0.0)
+        };
+        let support: Vec<(usize, f32)> = inside
+            .into_iter()
+            .map(|p| (p, amp_of(p)))
+            .filter(|&(_, a)| a > 0.0)
             .collect();
         if support.len() < min_size {
             continue;
         }
-        let amax = support.iter().map(|&i| amp[i]).fold(0.0f32, f32::max);
+        let amax = support.iter().map(|&(_, a)| a).fold(0.0f32, f32::max);
         let mut comp = Component {
             pixels: Vec::new(),
             weights: Vec::new(),
             trace: Vec::new(),
             seed: [sy, sx],
         };
-        for &i in &support {
-            let p = (y0 + i / bw) * w + (x0 + i % bw);
+        for &(p, a) in &support {
             comp.pixels.push(p as u32);
-            comp.weights.push(amp[i] / amax);
+            comp.weights.push(a / amax);
             // Deflate: remove this component's contribution from the residual.
-            let a = amp[i];
             for (v, &ci) in residual.row_mut(p).iter_mut().zip(&c) {
                 *v -= a * ci;
             }
-            if amp[i] >= 0.5 * amax {
+            if a >= 0.5 * amax {
                 covered[p] = true;
             }
         }

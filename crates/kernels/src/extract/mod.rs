@@ -10,7 +10,7 @@ pub mod filter;
 mod qc;
 
 pub use cnmf::{Background, CnmfParams, demix};
-pub use detect::{DetectParams, detect, detect_within};
+pub use detect::{DetectParams, Morphology, detect, detect_within};
 pub use qc::{QcParams, QcReport, dense_footprints, quality};
 
 use ndarray::{Array2, ArrayView3, Axis};

@@ -75,6 +75,16 @@ pub struct SimConfig {
     pub nucleus_depth: f64,
     /// Fraction of cells that never fire.
     pub silent_fraction: f64,
+    /// Dendritic segments per square millimetre (0: somata only): thin, curved processes with
+    /// activity of their own, the non-compact shapes a detector without a soma prior must find.
+    #[serde(default)]
+    pub dendrite_density_per_mm2: f64,
+    /// Length of each segment (micrometres) along its path.
+    #[serde(default = "default_dendrite_length_um")]
+    pub dendrite_length_um: f64,
+    /// Width of each segment (micrometres): the Gaussian cross-section has sigma = width / 2.
+    #[serde(default = "default_dendrite_width_um")]
+    pub dendrite_width_um: f64,
 
     /// Median firing rate (Hz) of active cells and the log-normal spread across cells.
     pub rate_hz_median: f64,
@@ -108,8 +118,16 @@ pub struct SimConfig {
     pub motion_jump_px: f64,
 }
 
+fn default_dendrite_length_um() -> f64 {
+    150.0
+}
+
+fn default_dendrite_width_um() -> f64 {
+    2.0
+}
+
 /// The names of the built-in presets.
-pub const PRESETS: [&str; 7] = [
+pub const PRESETS: [&str; 8] = [
     "base",
     "low-snr",
     "dense",
@@ -117,6 +135,7 @@ pub const PRESETS: [&str; 7] = [
     "large-motion",
     "fast",
     "endoscope",
+    "dendrites",
 ];
 
 impl SimConfig {
@@ -129,7 +148,9 @@ impl SimConfig {
     /// - `small-cells`: radius ~4 um at 1.5 um pixels (somata of ~2.7 px);
     /// - `large-motion`: rms motion of 4 px with sudden jumps of up to 12 px;
     /// - `fast`: jGCaMP8f at 100 Hz, fewer photons per frame;
-    /// - `endoscope`: one-photon-like: strong, blurred, fluctuating background, GCaMP6f, 20 Hz.
+    /// - `endoscope`: one-photon-like: strong, blurred, fluctuating background, GCaMP6f, 20 Hz;
+    /// - `dendrites`: half the somata of `base` plus ~60 dendritic segments per mm^2 (150 um long,
+    ///   2 um wide, curved), each with its own activity.
     pub fn preset(name: &str) -> Result<SimConfig, KernelError> {
         let mut c = SimConfig {
             preset: name.to_string(),
@@ -146,6 +167,9 @@ impl SimConfig {
             max_overlap: 0.15,
             nucleus_depth: 0.5,
             silent_fraction: 0.2,
+            dendrite_density_per_mm2: 0.0,
+            dendrite_length_um: default_dendrite_length_um(),
+            dendrite_width_um: default_dendrite_width_um(),
             rate_hz_median: 0.4,
             rate_log_sigma: 0.8,
             burst_probability: 0.15,
@@ -209,6 +233,10 @@ impl SimConfig {
                 c.nucleus_depth = 0.0;
                 c.soma_radius_um = 7.0;
             }
+            "dendrites" => {
+                c.cell_density_per_mm2 = 400.0;
+                c.dendrite_density_per_mm2 = 60.0;
+            }
             _ => {
                 return Err(KernelError::InvalidParameter {
                     name: "preset",
@@ -233,7 +261,9 @@ impl SimConfig {
                 ),
             );
         }
-        let positive: [(&'static str, f64); 8] = [
+        let positive: [(&'static str, f64); 10] = [
+            ("dendrite_length_um", self.dendrite_length_um),
+            ("dendrite_width_um", self.dendrite_width_um),
             ("frame_rate_hz", self.frame_rate_hz),
             ("pixel_size_um", self.pixel_size_um),
             ("soma_radius_um", self.soma_radius_um),
@@ -248,8 +278,9 @@ impl SimConfig {
                 return bad(name, format!("must be a positive number, got {v}"));
             }
         }
-        let non_negative: [(&'static str, f64); 14] = [
+        let non_negative: [(&'static str, f64); 15] = [
             ("cell_density_per_mm2", self.cell_density_per_mm2),
+            ("dendrite_density_per_mm2", self.dendrite_density_per_mm2),
             ("soma_radius_cv", self.soma_radius_cv),
             ("rate_hz_median", self.rate_hz_median),
             ("rate_log_sigma", self.rate_log_sigma),

@@ -40,6 +40,7 @@ const STREAM_SHARED: u64 = 3 << 40;
 const STREAM_NEUROPIL: u64 = 4 << 40;
 const STREAM_MOTION: u64 = 5 << 40;
 const STREAM_FRAME: u64 = 6 << 40;
+const STREAM_DENDRITE: u64 = 7 << 40;
 
 /// Number of groups of cells that share a slow rate modulation.
 const SHARED_GROUPS: usize = 4;
@@ -55,13 +56,29 @@ pub struct SparseFootprint {
     pub weights: Vec<f32>,
 }
 
-/// One simulated soma as the ground truth reports it, in field-of-view coordinates.
+/// What a simulated source is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    /// A soma: a soft ellipse with a nuclear shadow.
+    #[default]
+    Soma,
+    /// A dendritic segment: a thin curved tube.
+    Dendrite,
+}
+
+/// One simulated source (soma or dendritic segment) as the ground truth reports it, in
+/// field-of-view coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GtCell {
     /// Index into the ground-truth arrays (rows of `fluorescence`, `dff`, `spikes`).
     pub id: usize,
-    /// Centre (row, col), in pixels, in the reference (motion-free) frame.
+    #[serde(default)]
+    pub kind: CellKind,
+    /// Centre (row, col), in pixels, in the reference (motion-free) frame (a dendrite's
+    /// footprint-weighted centroid).
     pub center: [f64; 2],
+    /// Soma radius; a dendrite's cross-section sigma.
     pub radius_px: f64,
     /// False for cells that never fire.
     pub active: bool,
@@ -110,6 +127,7 @@ impl GroundTruth {
 
 #[derive(Debug, Clone)]
 struct CanvasCell {
+    kind: CellKind,
     center: [f64; 2],
     radius: f64,
     /// Footprint on the canvas.
@@ -147,7 +165,9 @@ impl Simulation {
         config.validate()?;
         let margin = config.margin_px();
         let canvas = (config.height + 2 * margin, config.width + 2 * margin);
-        let cells = place_cells(&config, canvas);
+        let mut cells = place_cells(&config, canvas);
+        // Dendrites come after the somata, so adding them leaves every soma's draws unchanged.
+        cells.extend(place_dendrites(&config, canvas));
         let (fluorescence, dff, spikes) = simulate_activity(&config, &cells);
         let (static_light, neuropil_maps) = neuropil_fields(&config, canvas);
         let neuropil_time = ar1_processes(
@@ -297,6 +317,7 @@ impl Simulation {
             rows.push(i);
             cells.push(GtCell {
                 id: cells.len(),
+                kind: c.kind,
                 center: [c.center[0] - m as f64, c.center[1] - m as f64],
                 radius_px: c.radius,
                 active: c.active,
@@ -414,6 +435,7 @@ fn place_cells(config: &SimConfig, canvas: (usize, usize)) -> Vec<CanvasCell> {
             };
             let baseline = config.cell_photons * r.lognormal(1.0, 0.3);
             CanvasCell {
+                kind: CellKind::Soma,
                 center,
                 radius,
                 footprint: soma_footprint(
@@ -430,6 +452,101 @@ fn place_cells(config: &SimConfig, canvas: (usize, usize)) -> Vec<CanvasCell> {
             }
         })
         .collect()
+}
+
+/// Dendritic segments at `dendrite_density_per_mm2`: each a path grown both ways from a uniform
+/// random point in 0.5-px steps whose heading wanders (sd 0.04 rad per step), until it reaches
+/// `dendrite_length_um` or the canvas edge, with a Gaussian cross-section (sigma = width / 2).
+/// Every segment is active; resting brightness is 60% of a soma's.
+fn place_dendrites(config: &SimConfig, canvas: (usize, usize)) -> Vec<CanvasCell> {
+    let (ch, cw) = canvas;
+    let area_mm2 = (ch * cw) as f64 * (config.pixel_size_um * 1e-3).powi(2);
+    let count = (config.dendrite_density_per_mm2 * area_mm2).round() as usize;
+    let length = config.dendrite_length_um / config.pixel_size_um;
+    let sigma = (0.5 * config.dendrite_width_um / config.pixel_size_um).max(0.3);
+    const STEP: f64 = 0.5;
+    (0..count)
+        .map(|i| {
+            let mut rng = Rng::new(config.seed, STREAM_DENDRITE + i as u64);
+            let start = [rng.range(0.0, ch as f64), rng.range(0.0, cw as f64)];
+            let heading = rng.range(0.0, std::f64::consts::TAU);
+            let inside =
+                |p: [f64; 2]| p[0] >= 0.0 && p[1] >= 0.0 && p[0] < ch as f64 && p[1] < cw as f64;
+            let mut arms: Vec<Vec<[f64; 2]>> = Vec::new();
+            for dir in [heading, heading + std::f64::consts::PI] {
+                let (mut p, mut theta) = (start, dir);
+                let mut arm = Vec::new();
+                for _ in 0..(0.5 * length / STEP) as usize {
+                    theta += 0.04 * rng.normal();
+                    p = [p[0] + STEP * theta.sin(), p[1] + STEP * theta.cos()];
+                    if !inside(p) {
+                        break;
+                    }
+                    arm.push(p);
+                }
+                arms.push(arm);
+            }
+            let mut path: Vec<[f64; 2]> = arms[1].iter().rev().copied().collect();
+            path.push(start);
+            path.extend(arms[0].iter().copied());
+            let footprint = tube_footprint(&path, sigma, canvas);
+            let (mut cy, mut cx, mut total) = (0.0, 0.0, 0.0);
+            for (&p, &wt) in footprint.pixels.iter().zip(&footprint.weights) {
+                let wt = f64::from(wt);
+                cy += wt * (p as usize / cw) as f64;
+                cx += wt * (p as usize % cw) as f64;
+                total += wt;
+            }
+            let center = if total > 0.0 {
+                [cy / total, cx / total]
+            } else {
+                start
+            };
+            let rate_hz = rng.lognormal(config.rate_hz_median, config.rate_log_sigma);
+            let baseline = 0.6 * config.cell_photons * rng.lognormal(1.0, 0.3);
+            CanvasCell {
+                kind: CellKind::Dendrite,
+                center,
+                radius: sigma,
+                footprint,
+                active: true,
+                rate_hz,
+                baseline,
+            }
+        })
+        .collect()
+}
+
+/// Footprint of a tube along `path`: `exp(-d^2 / (2 sigma^2))` of each pixel's distance `d` to the
+/// nearest path point (points every half pixel), peak 1, weights below the floor dropped.
+fn tube_footprint(path: &[[f64; 2]], sigma: f64, canvas: (usize, usize)) -> SparseFootprint {
+    let (ch, cw) = canvas;
+    let reach = (3.0 * sigma).ceil() as isize;
+    let mut dense: std::collections::BTreeMap<u32, f32> = std::collections::BTreeMap::new();
+    for p in path {
+        let (py, px) = (p[0].round() as isize, p[1].round() as isize);
+        for y in (py - reach).max(0)..(py + reach + 1).min(ch as isize) {
+            for x in (px - reach).max(0)..(px + reach + 1).min(cw as isize) {
+                let d2 = (y as f64 - p[0]).powi(2) + (x as f64 - p[1]).powi(2);
+                let wt = (-d2 / (2.0 * sigma * sigma)).exp() as f32;
+                let e = dense
+                    .entry((y as usize * cw + x as usize) as u32)
+                    .or_insert(0.0);
+                *e = e.max(wt);
+            }
+        }
+    }
+    let peak = dense.values().copied().fold(0.0f32, f32::max);
+    let mut fp = SparseFootprint::default();
+    if peak > 0.0 {
+        for (p, wt) in dense {
+            if wt / peak >= FOOTPRINT_FLOOR {
+                fp.pixels.push(p);
+                fp.weights.push(wt / peak);
+            }
+        }
+    }
+    fp
 }
 
 /// `n` stationary AR(1) processes of unit variance with coefficient `phi`, shape (n, frames).
