@@ -17,4 +17,7 @@ pub enum CoreError {
     /// Ground-truth regions that do not parse as neurofinder JSON.
     #[error("invalid regions JSON: {0}")]
     InvalidRegions(String),
+    /// A tile plan that cannot be made (budget too small, parameter out of range).
+    #[error("cannot plan the tiles of stage '{stage}': {reason}")]
+    Plan { stage: String, reason: String },
 }

@@ -1,7 +1,8 @@
 //! tessera-core: the shared vocabulary of tessera.
 //!
 //! Recording geometry ([`Shape3`], [`Box3`]), element types ([`Dtype`]), the metadata a recording
-//! carries ([`RecordingMeta`]) and ground-truth region types ([`Region`]). This crate does no I/O and
+//! carries ([`RecordingMeta`]), ground-truth region types ([`Region`]) and the tile planner
+//! ([`tiling::plan_tiles`]). This crate does no I/O and
 //! knows nothing of async, storage or transport: every other crate may depend on it.
 
 mod dtype;
@@ -9,6 +10,7 @@ mod error;
 mod geometry;
 mod meta;
 mod region;
+pub mod tiling;
 
 pub use dtype::Dtype;
 pub use error::CoreError;
