@@ -14,3 +14,4 @@ mod ingest;
 mod interop;
 mod register;
 mod simulate;
+mod tiles;

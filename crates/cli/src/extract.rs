@@ -19,10 +19,13 @@ use anyhow::{Context, bail};
 use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 use serde_json::json;
+use tessera_core::tiling::{PlanInput, StageTiling, TilingKind, plan_tiles};
 use tessera_core::{Region, regions_to_json};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
+use tessera_kernels::extract::tiles::{MergeParams, TileWindow, extract_tiled};
 use tessera_kernels::extract::{
-    CnmfParams, DetectParams, Morphology, PixelMovie, QcParams, demix, detect_within, quality,
+    CnmfParams, DetectParams, DetectionImages, Morphology, PixelMovie, QcParams, demix,
+    detect_within, quality,
 };
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::dff;
@@ -60,6 +63,11 @@ pub struct Args {
     /// ceiling).
     #[arg(long, value_enum, default_value_t = MorphologyArg::Soma)]
     pub morphology: MorphologyArg,
+    /// Process the field in spatial tiles with this core edge (px), each read with a halo of twice
+    /// the radius, and merge the ROIs across tile edges (ownership, union of duplicates and
+    /// pieces, global trace refit). Without it the field is one tile.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(8..))]
+    pub tile_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -105,6 +113,38 @@ fn registered_in_view(
     }
     let pairs: Vec<(f32, f32)> = shifts.rows().into_iter().map(|r| (r[0], r[1])).collect();
     Ok(Some(in_view_fraction(&pairs, h, w)))
+}
+
+/// Spatial tiles of `tile_px` cores with a halo of twice the radius, from the planner (one
+/// spatial stage, the tile size given).
+fn tile_windows(
+    shape: tessera_core::Shape3,
+    chunks: [u64; 3],
+    radius: f64,
+    tile_px: u64,
+) -> anyhow::Result<Vec<TileWindow>> {
+    let mut stage = StageTiling::new("extract", TilingKind::Spatial, 3.0);
+    stage.tile_px = Some(tile_px);
+    let plan = plan_tiles(&PlanInput {
+        shape,
+        chunks,
+        cell_radius_px: radius,
+        // The tile size is given; the budget only decides whether frames must be binned, which
+        // this one-process extraction does not do.
+        memory_budget_bytes: u64::MAX / 4,
+        stages: vec![stage],
+    })?;
+    let r = |r: &std::ops::Range<u64>| r.start as usize..r.end as usize;
+    Ok(plan.stages[0]
+        .tiles
+        .iter()
+        .map(|t| TileWindow {
+            core_y: r(&t.core.y),
+            core_x: r(&t.core.x),
+            halo_y: r(&t.halo.y),
+            halo_x: r(&t.halo.x),
+        })
+        .collect())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -165,21 +205,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // On a registered movie, seed only where the field was in view in enough frames (--min-in-view).
     let in_view = registered_in_view(&rec, shape.y as usize, shape.x as usize)?;
     let seedable = in_view.as_ref().map(|f| f.mapv(|v| v >= args.min_in_view));
-    let (found, images) = detect_within(
-        movie.view(),
-        &detect_params,
-        seedable.as_ref().map(|m| m.view()),
-    );
-    let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
-    let pm = PixelMovie::from_frames(movie.view());
-    drop(movie);
     let cnmf_params = CnmfParams {
         search_radius_px: 2.0 * radius,
         merge_threshold: args.merge_threshold,
         ..CnmfParams::default()
     };
-    let n_seeds = found.len();
-    let (comps, bg) = demix(&pm, found, &cnmf_params);
+    let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
+    let pm = PixelMovie::from_frames(movie.view());
+    let (comps, bg, images, n_seeds, tiling) = match args.tile_size {
+        None => {
+            let (found, images) = detect_within(
+                movie.view(),
+                &detect_params,
+                seedable.as_ref().map(|m| m.view()),
+            );
+            drop(movie);
+            let n_seeds = found.len();
+            let (comps, bg) = demix(&pm, found, &cnmf_params);
+            (comps, bg, images, n_seeds, serde_json::Value::Null)
+        }
+        Some(tile_px) => {
+            let windows = tile_windows(shape, rec.chunks(), radius, tile_px)?;
+            let merge = MergeParams {
+                margin_px: radius / 2.0,
+                merge_threshold: args.merge_threshold,
+            };
+            let r = extract_tiled(
+                movie.view(),
+                &pm,
+                &windows,
+                &detect_params,
+                seedable.as_ref().map(|m| m.view()),
+                &cnmf_params,
+                &merge,
+            );
+            let report = json!({"tiles": windows.len(), "tile_px": tile_px,
+                "halo_px": windows.first().map(|w| w.core_y.start.saturating_sub(w.halo_y.start).max(w.halo_y.end - w.core_y.end)),
+                "margin_px": merge.margin_px, "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
+            let images = DetectionImages {
+                correlation: r.correlation,
+                pnr: r.pnr,
+            };
+            (r.components, r.background, images, r.seeds, report)
+        }
+    };
     let mut qc_params = QcParams::for_radius(radius);
     if args.morphology == MorphologyArg::Any {
         // No shape prior: a dendrite may cover any number of pixels.
@@ -223,7 +292,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     root.insert(
         "tessera".into(),
         json!({"kind": "extraction", "input": args.io.uri, "frame_rate_hz": rate,
-               "detect": detect_params, "cnmf": cnmf_params, "qc": qc_params, "deconvolution": oasis_params}),
+               "detect": detect_params, "cnmf": cnmf_params, "qc": qc_params, "deconvolution": oasis_params,
+               "tiling": tiling}),
     );
     output.write_group(root)?;
     output.write_group_at("summary", serde_json::Map::new())?;

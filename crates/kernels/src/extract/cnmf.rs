@@ -199,6 +199,55 @@ pub fn demix(
     (out, bg)
 }
 
+/// Re-estimates the traces and the background of `comps` on `movie` with their footprints held
+/// fixed (HALS temporal and background passes, no spatial update, no merging): the global refit
+/// after tiles are merged, so every trace comes from all final footprints at once and carries no
+/// seam. Footprints are taken as given (peak 1); `params.iterations` passes.
+pub fn refit(
+    movie: &PixelMovie,
+    comps: Vec<Component>,
+    params: &CnmfParams,
+) -> (Vec<Component>, Background) {
+    let t = movie.frames();
+    let y = &movie.data;
+    // A zero search radius: the masks are exactly the footprints.
+    let shapes = Shapes::new(&comps, movie.height, movie.width, 0.0);
+    let mut c: Array2<f32> = Array2::zeros((comps.len(), t));
+    for (k, comp) in comps.iter().enumerate() {
+        if comp.trace.len() == t {
+            let min = comp.trace.iter().copied().fold(f32::INFINITY, f32::min);
+            for (dst, &v) in c.row_mut(k).iter_mut().zip(&comp.trace) {
+                *dst = v - min;
+            }
+        }
+    }
+    let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
+    for _ in 0..params.iterations.max(1) {
+        update_temporal(y, &shapes, &mut c, &bg);
+        update_background(y, &shapes, &c, &mut bg);
+    }
+    update_temporal(y, &shapes, &mut c, &bg);
+    let out = comps
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut comp)| {
+            // Shapes keeps each mask sorted with its values; the footprint is unchanged.
+            let (mask, vals) = (&shapes.masks[k], &shapes.values[k]);
+            comp.pixels = Vec::with_capacity(mask.len());
+            comp.weights = Vec::with_capacity(mask.len());
+            for (&p, &v) in mask.iter().zip(vals) {
+                if v > 0.0 {
+                    comp.pixels.push(p);
+                    comp.weights.push(v);
+                }
+            }
+            comp.trace = c.row(k).to_vec();
+            comp
+        })
+        .collect();
+    (out, bg)
+}
+
 fn init_background(
     movie: &PixelMovie,
     shapes: &Shapes,

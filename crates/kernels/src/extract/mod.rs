@@ -8,9 +8,10 @@ mod cnmf;
 mod detect;
 pub mod filter;
 mod qc;
+pub mod tiles;
 
-pub use cnmf::{Background, CnmfParams, demix};
-pub use detect::{DetectParams, Morphology, detect, detect_within};
+pub use cnmf::{Background, CnmfParams, demix, refit};
+pub use detect::{DetectParams, DetectionImages, Morphology, detect, detect_within};
 pub use qc::{QcParams, QcReport, dense_footprints, quality};
 
 use ndarray::{Array2, ArrayView3, Axis};
