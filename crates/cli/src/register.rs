@@ -126,6 +126,11 @@ fn register_into<T: Sample>(
     let mut blocks = Vec::new();
     crate::transform::for_each_chunk_row(rec, 1, |t, block| {
         let n = block.len_of(Axis(0));
+        // Rigid shifts two frames per FFT; piecewise registration estimates its own.
+        let rigid = match piecewise {
+            Some(_) => Vec::new(),
+            None => reg.estimate_all(block.view()),
+        };
         let done: Vec<Registered<T>> = (0..n)
             .into_par_iter()
             .map(|i| {
@@ -137,7 +142,7 @@ fn register_into<T: Sample>(
                         (s.rigid, Some((s.block_dy, s.block_dx)), out)
                     }
                     None => {
-                        let s = reg.estimate(frame);
+                        let s = rigid[i];
                         (
                             s,
                             None,

@@ -60,6 +60,63 @@ impl Fft2 {
         transpose(&t, self.w, self.h)
     }
 
+    /// Forward transforms of two real images with one complex transform: `Z = F(a + i b)`, then
+    /// `A(k) = (Z(k) + conj Z(-k)) / 2` and `B(k) = (Z(k) - conj Z(-k)) / 2i` (the spectra of real
+    /// images are Hermitian).
+    pub fn forward_pair(
+        &self,
+        a: &Array2<f32>,
+        b: &Array2<f32>,
+    ) -> (Vec<Complex32>, Vec<Complex32>) {
+        let mut buf: Vec<Complex32> = a
+            .iter()
+            .zip(b.iter())
+            .map(|(&re, &im)| Complex32::new(re, im))
+            .collect();
+        self.row_fwd.process(&mut buf);
+        let mut t = transpose(&buf, self.h, self.w);
+        self.col_fwd.process(&mut t);
+        let z = transpose(&t, self.w, self.h);
+        let (h, w) = (self.h, self.w);
+        let mut sa = vec![Complex32::new(0.0, 0.0); h * w];
+        let mut sb = vec![Complex32::new(0.0, 0.0); h * w];
+        for ky in 0..h {
+            for kx in 0..w {
+                let zk = z[ky * w + kx];
+                let zm = z[((h - ky) % h) * w + (w - kx) % w].conj();
+                sa[ky * w + kx] = (zk + zm) * 0.5;
+                // (zk - zm) / 2i = -i (zk - zm) / 2
+                let d = zk - zm;
+                sb[ky * w + kx] = Complex32::new(d.im, -d.re) * 0.5;
+            }
+        }
+        (sa, sb)
+    }
+
+    /// Inverse transforms of two Hermitian spectra (of real images) with one complex transform:
+    /// `F⁻¹(sa + i sb)` has `F⁻¹ sa` as its real part and `F⁻¹ sb` as its imaginary part.
+    pub fn inverse_real_pair(
+        &self,
+        sa: &[Complex32],
+        sb: &[Complex32],
+    ) -> (Array2<f32>, Array2<f32>) {
+        let z: Vec<Complex32> = sa
+            .iter()
+            .zip(sb)
+            .map(|(&a, &b)| Complex32::new(a.re - b.im, a.im + b.re))
+            .collect();
+        let mut t = transpose(&z, self.h, self.w);
+        self.col_inv.process(&mut t);
+        let mut buf = transpose(&t, self.w, self.h);
+        self.row_inv.process(&mut buf);
+        let norm = 1.0 / (self.h * self.w) as f32;
+        let w = self.w;
+        (
+            Array2::from_shape_fn((self.h, w), |(y, x)| buf[y * w + x].re * norm),
+            Array2::from_shape_fn((self.h, w), |(y, x)| buf[y * w + x].im * norm),
+        )
+    }
+
     /// Inverse transform (unnormalised, like rustfft), real part, row-major.
     pub fn inverse_real(&self, spec: &[Complex32]) -> Array2<f32> {
         let mut t = transpose(spec, self.h, self.w);
@@ -74,6 +131,26 @@ impl Fft2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_transforms_match_single_ones() {
+        let (h, w) = (12, 10);
+        let a = Array2::from_shape_fn((h, w), |(y, x)| ((y * 5 + x * 3) % 7) as f32 - 2.0);
+        let b = Array2::from_shape_fn((h, w), |(y, x)| (y as f32 * 0.3).sin() + x as f32 * 0.1);
+        let f = Fft2::new(h, w);
+        let (sa, sb) = f.forward_pair(&a, &b);
+        for (got, want) in sa
+            .iter()
+            .zip(f.forward(&a))
+            .chain(sb.iter().zip(f.forward(&b)))
+        {
+            assert!((got - want).norm() < 1e-4, "{got} vs {want}");
+        }
+        let (ra, rb) = f.inverse_real_pair(&sa, &sb);
+        for (got, want) in ra.iter().zip(&a).chain(rb.iter().zip(&b)) {
+            assert!((got - want).abs() < 1e-4);
+        }
+    }
 
     #[test]
     fn matches_a_direct_dft_and_round_trips() {

@@ -52,6 +52,30 @@ fn recovers_known_subpixel_shifts() {
 }
 
 #[test]
+fn paired_estimates_equal_single_ones() {
+    // estimate_all packs two frames into one FFT; its shifts must equal frame-by-frame estimates.
+    let template = blobs(96, 112, 0.0, 0.0, 2);
+    let reg = RigidRegistration::new(template, RigidParams::default()).unwrap();
+    let shifts = [(3.25, -2.5), (-7.6, 4.1), (0.4, 0.7)];
+    let mut movie = Array3::<f32>::zeros((3, 96, 112));
+    for (i, &(dy, dx)) in shifts.iter().enumerate() {
+        movie
+            .index_axis_mut(Axis(0), i)
+            .assign(&blobs(96, 112, dy, dx, 2));
+    }
+    let all = reg.estimate_all(movie.view());
+    assert_eq!(all.len(), 3);
+    for (i, got) in all.iter().enumerate() {
+        let want = reg.estimate(movie.index_axis(Axis(0), i));
+        assert!(
+            (got.dy - want.dy).abs() < 1e-3 && (got.dx - want.dx).abs() < 1e-3,
+            "{got:?} vs {want:?}"
+        );
+        assert_eq!(got.clipped, want.clipped);
+    }
+}
+
+#[test]
 fn shifts_at_the_limit_are_reported_clipped() {
     let template = blobs(96, 96, 0.0, 0.0, 2);
     let params = RigidParams {
