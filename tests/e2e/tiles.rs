@@ -144,8 +144,8 @@ fn tiled_extraction_matches_the_untiled_one() {
     rs.sort_by(f64::total_cmp);
     eprintln!("boundary ROIs: {} with trace r {rs:.4?}", rs.len());
     assert!(rs.len() >= 5, "only {} boundary ROIs matched", rs.len());
-    assert!(rs[rs.len() / 2] >= 0.98, "median r {}", rs[rs.len() / 2]);
-    assert!(rs[0] >= 0.9, "lowest r {}", rs[0]);
+    // Both paths end with the same global refit, so matched footprints give matching traces.
+    assert!(rs[0] >= 0.99, "lowest r {}", rs[0]);
 }
 
 #[test]

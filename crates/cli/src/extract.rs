@@ -25,7 +25,7 @@ use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::tiles::{MergeParams, TileWindow, extract_tiled};
 use tessera_kernels::extract::{
     CnmfParams, DetectParams, DetectionImages, Morphology, PixelMovie, QcParams, demix,
-    detect_within, quality,
+    detect_within, quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::dff;
@@ -221,7 +221,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
             drop(movie);
             let n_seeds = found.len();
-            let (comps, bg) = demix(&pm, found, &cnmf_params);
+            let (comps, _) = demix(&pm, found, &cnmf_params);
+            // The same final step as the tiled path: traces and background refit from the final
+            // footprints, so a tiled and an untiled run differ only where their footprints do.
+            let (comps, bg) = refit(&pm, comps, &cnmf_params);
             (comps, bg, images, n_seeds, serde_json::Value::Null)
         }
         Some(tile_px) => {

@@ -198,3 +198,73 @@ fn without_a_shape_prior_dendrites_come_out_whole() {
     assert!(3 * any >= 2 * total, "any: {any} of {total}");
     assert!(soma < any, "soma prior {soma} vs none {any} of {total}");
 }
+
+#[test]
+fn refit_recovers_traces_of_overlapping_footprints_from_scratch() {
+    // Two overlapping Gaussian footprints with different activity on a constant background (48x48);
+    // refit starts from flat traces and must recover both (footprints held fixed).
+    let (t, h, w) = (400, 48, 48);
+    let mut rng = crate::rng::Rng::new(21, 0);
+    let activity = |seed: u64| {
+        let mut r = crate::rng::Rng::new(seed, 0);
+        let mut c = 0.0f32;
+        (0..t)
+            .map(|_| {
+                c *= 0.9;
+                if r.uniform() < 0.05 {
+                    c += 20.0;
+                }
+                c
+            })
+            .collect::<Vec<f32>>()
+    };
+    let traces = [activity(1), activity(2)];
+    let centres = [(22.0f32, 21.0f32), (25.0, 26.0)];
+    let mut comps = Vec::new();
+    for (k, &(cy, cx)) in centres.iter().enumerate() {
+        let mut c = Component {
+            pixels: Vec::new(),
+            weights: Vec::new(),
+            trace: vec![1.0; t],
+            seed: [cy as usize, cx as usize],
+        };
+        for p in 0..h * w {
+            let (y, x) = ((p / w) as f32, (p % w) as f32);
+            let v = (-((y - cy).powi(2) + (x - cx).powi(2)) / 8.0).exp();
+            if v > 0.05 {
+                c.pixels.push(p as u32);
+                c.weights.push(v);
+            }
+        }
+        let _ = k;
+        comps.push(c);
+    }
+    let movie = Array3::from_shape_fn((t, h, w), |(f, y, x)| {
+        let p = (y * w + x) as u32;
+        let mut v = 50.0 + rng.normal() as f32;
+        for (c, tr) in comps.iter().zip(&traces) {
+            if let Ok(i) = c.pixels.binary_search(&p) {
+                v += c.weights[i] * tr[f];
+            }
+        }
+        v
+    });
+    let pm = PixelMovie::from_frames(movie.view());
+    // The movie's background is constant (rank 1); a second background component would be free
+    // to take up one cell's activity.
+    let params = CnmfParams {
+        background_rank: 1,
+        ..CnmfParams::default()
+    };
+    let (out, _) = refit(&pm, comps.clone(), &params);
+    assert_eq!(out.len(), 2);
+    for (c, truth) in out.iter().zip(&traces) {
+        let r = pearson(
+            ndarray::ArrayView1::from(&c.trace[..]),
+            ndarray::ArrayView1::from(&truth[..]),
+        );
+        assert!(r > 0.99, "trace r {r}");
+    }
+    // Footprints are untouched.
+    assert_eq!(out[0].pixels, comps[0].pixels);
+}
