@@ -116,13 +116,13 @@ fn registered_in_view(
 }
 
 /// Spatial tiles of `tile_px` cores with a halo of twice the radius, from the planner (one
-/// spatial stage, the tile size given).
+/// spatial stage, the tile size given), and the halo in pixels.
 fn tile_windows(
     shape: tessera_core::Shape3,
     chunks: [u64; 3],
     radius: f64,
     tile_px: u64,
-) -> anyhow::Result<Vec<TileWindow>> {
+) -> anyhow::Result<(Vec<TileWindow>, u64)> {
     let mut stage = StageTiling::new("extract", TilingKind::Spatial, 3.0);
     stage.tile_px = Some(tile_px);
     let plan = plan_tiles(&PlanInput {
@@ -135,7 +135,8 @@ fn tile_windows(
         stages: vec![stage],
     })?;
     let r = |r: &std::ops::Range<u64>| r.start as usize..r.end as usize;
-    Ok(plan.stages[0]
+    let stage = &plan.stages[0];
+    let windows = stage
         .tiles
         .iter()
         .map(|t| TileWindow {
@@ -144,7 +145,8 @@ fn tile_windows(
             halo_y: r(&t.halo.y),
             halo_x: r(&t.halo.x),
         })
-        .collect())
+        .collect();
+    Ok((windows, stage.halo_px))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -211,24 +213,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..CnmfParams::default()
     };
     let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
-    let pm = PixelMovie::from_frames(movie.view());
-    let (comps, bg, images, n_seeds, tiling) = match args.tile_size {
+    let (pm, comps, bg, images, n_seeds, tiling) = match args.tile_size {
         None => {
             let (found, images) = detect_within(
                 movie.view(),
                 &detect_params,
                 seedable.as_ref().map(|m| m.view()),
             );
+            // Detection's working copies are gone; hold the movie once, pixel-major.
+            let pm = PixelMovie::from_frames(movie.view());
             drop(movie);
             let n_seeds = found.len();
             let (comps, _) = demix(&pm, found, &cnmf_params);
             // The same final step as the tiled path: traces and background refit from the final
             // footprints, so a tiled and an untiled run differ only where their footprints do.
             let (comps, bg) = refit(&pm, comps, &cnmf_params);
-            (comps, bg, images, n_seeds, serde_json::Value::Null)
+            (pm, comps, bg, images, n_seeds, serde_json::Value::Null)
         }
         Some(tile_px) => {
-            let windows = tile_windows(shape, rec.chunks(), radius, tile_px)?;
+            let (windows, halo_px) = tile_windows(shape, rec.chunks(), radius, tile_px)?;
+            // The tiles read crops of the movie; the refit and QC need it whole, pixel-major.
+            let pm = PixelMovie::from_frames(movie.view());
             let merge = MergeParams {
                 margin_px: radius / 2.0,
                 merge_threshold: args.merge_threshold,
@@ -242,14 +247,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 &cnmf_params,
                 &merge,
             );
-            let report = json!({"tiles": windows.len(), "tile_px": tile_px,
-                "halo_px": windows.first().map(|w| w.core_y.start.saturating_sub(w.halo_y.start).max(w.halo_y.end - w.core_y.end)),
+            drop(movie);
+            let report = json!({"tiles": windows.len(), "tile_px": tile_px, "halo_px": halo_px,
                 "margin_px": merge.margin_px, "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
             let images = DetectionImages {
                 correlation: r.correlation,
                 pnr: r.pnr,
             };
-            (r.components, r.background, images, r.seeds, report)
+            (pm, r.components, r.background, images, r.seeds, report)
         }
     };
     let mut qc_params = QcParams::for_radius(radius);
