@@ -246,7 +246,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 seedable.as_ref().map(|m| m.view()),
                 &cnmf_params,
                 &merge,
-            );
+            )?;
             drop(movie);
             let report = json!({"tiles": windows.len(), "tile_px": tile_px, "halo_px": halo_px,
                 "margin_px": merge.margin_px, "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});

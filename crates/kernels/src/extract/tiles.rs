@@ -24,6 +24,7 @@ use ndarray::{Array2, ArrayView2, ArrayView3, s};
 use super::{
     Background, CnmfParams, Component, DetectParams, PixelMovie, demix, detect_within, refit,
 };
+use crate::KernelError;
 use crate::metrics::pearson;
 
 /// One spatial tile: the core it answers for and the halo box it reads (rows, columns).
@@ -68,7 +69,8 @@ pub struct TileComponent {
 
 /// Detection and CNMF on each tile (in order; each runs data-parallel inside), ownership, the merge
 /// across tiles and the global refit on `whole` (the same movie, pixel-major). `seedable` (whole
-/// field) restricts seeds as in [`detect_within`].
+/// field) restricts seeds as in [`detect_within`]. Errors when a window's halo leaves the field or
+/// does not contain its core, or when `whole` is not the same movie's shape.
 pub fn extract_tiled(
     movie: ArrayView3<f32>,
     whole: &PixelMovie,
@@ -77,8 +79,27 @@ pub fn extract_tiled(
     seedable: Option<ArrayView2<bool>>,
     cnmf: &CnmfParams,
     merge: &MergeParams,
-) -> TiledExtraction {
-    let (_, h, w) = movie.dim();
+) -> Result<TiledExtraction, KernelError> {
+    let (t, h, w) = movie.dim();
+    if (whole.height, whole.width, whole.frames()) != (h, w, t) {
+        return Err(KernelError::Shape(format!(
+            "pixel-major movie {}x{}x{} does not match the movie {t}x{h}x{w}",
+            whole.frames(),
+            whole.height,
+            whole.width
+        )));
+    }
+    for (i, tile) in tiles.iter().enumerate() {
+        let inside = |core: &Range<usize>, halo: &Range<usize>, n: usize| {
+            !core.is_empty() && halo.start <= core.start && core.end <= halo.end && halo.end <= n
+        };
+        if !(inside(&tile.core_y, &tile.halo_y, h) && inside(&tile.core_x, &tile.halo_x, w)) {
+            return Err(KernelError::Shape(format!(
+                "tile {i}: core {:?} x {:?} must be non-empty and inside its halo {:?} x {:?}, inside the {h}x{w} field",
+                tile.core_y, tile.core_x, tile.halo_y, tile.halo_x
+            )));
+        }
+    }
     let mut correlation = Array2::<f32>::zeros((h, w));
     let mut pnr = Array2::<f32>::zeros((h, w));
     let mut candidates = Vec::new();
@@ -128,7 +149,7 @@ pub fn extract_tiled(
     let merged_comps = merge_across_tiles(candidates, h * w, w, merge.merge_threshold);
     let merged = kept - merged_comps.len();
     let (components, background) = refit(whole, merged_comps, cnmf);
-    TiledExtraction {
+    Ok(TiledExtraction {
         components,
         background,
         correlation,
@@ -136,7 +157,7 @@ pub fn extract_tiled(
         seeds,
         kept,
         merged,
-    }
+    })
 }
 
 fn find(parent: &mut [usize], i: usize) -> usize {
@@ -335,5 +356,31 @@ mod tests {
         shuffled.reverse();
         shuffled.swap(0, 3);
         assert_eq!(merge_across_tiles(shuffled, W * 50, W, 0.8), out);
+    }
+
+    #[test]
+    fn windows_outside_the_field_are_refused() {
+        let movie = ndarray::Array3::<f32>::zeros((20, 16, 16));
+        let pm = PixelMovie::from_frames(movie.view());
+        let bad = TileWindow {
+            core_y: 0..8,
+            core_x: 0..8,
+            halo_y: 0..20,
+            halo_x: 0..12,
+        };
+        let merge = MergeParams {
+            margin_px: 1.0,
+            merge_threshold: 0.8,
+        };
+        let r = extract_tiled(
+            movie.view(),
+            &pm,
+            &[bad],
+            &DetectParams::default(),
+            None,
+            &CnmfParams::default(),
+            &merge,
+        );
+        assert!(matches!(r, Err(KernelError::Shape(_))));
     }
 }
