@@ -6,7 +6,7 @@
 //! registered movie therefore sits where the field sits most of the time (the recording's own pixel
 //! frame, up to sub-pixel error), so ROIs found on it line up with the raw movie and with labels
 //! drawn on it, whichever frames seeded the template. Pixels whose content moved out of view take
-//! the template's value (rigid registration; piecewise blocks still replicate edges).
+//! the template's value (rigid and piecewise registration alike).
 //!
 //! Output group:
 //! ```text

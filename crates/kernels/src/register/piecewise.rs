@@ -194,14 +194,24 @@ impl PiecewiseRegistration {
         (fy, fx)
     }
 
-    /// The registered frame.
+    /// The registered frame: `out(y, x) = frame(y + dy(y, x), x + dx(y, x))` (bilinear), where the
+    /// displacement is the rigid shift plus the interpolated block field. Pixels whose source lies
+    /// outside the frame take the template's value, as [`super::shift_frame_filled`] does for
+    /// rigid registration (content out of view reads as the field's usual brightness, not as a
+    /// streak of edge pixels).
     pub fn apply(&self, frame: ArrayView2<f32>, shift: &PiecewiseShift) -> Array2<f32> {
         let (h, w) = frame.dim();
         let (fy, fx) = self.field(shift, h, w);
+        let template = self.rigid.template();
+        let fill = template.dim() == (h, w);
         let cyc = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+        let inside = |v: f32, n: usize| v >= 0.0 && v <= (n - 1) as f32;
         Array2::from_shape_fn((h, w), |(y, x)| {
             let sy = y as f32 + shift.rigid.dy + fy[[y, x]];
             let sx = x as f32 + shift.rigid.dx + fx[[y, x]];
+            if fill && !(inside(sy, h) && inside(sx, w)) {
+                return template[[y, x]];
+            }
             let (iy, ty) = (sy.floor() as isize, sy - sy.floor());
             let (ix, tx) = (sx.floor() as isize, sx - sx.floor());
             let (y0, y1, x0, x1) = (cyc(iy, h), cyc(iy + 1, h), cyc(ix, w), cyc(ix + 1, w));
@@ -307,6 +317,40 @@ mod tests {
             mse(&nonrigid),
             mse(&rigid_only)
         );
+    }
+
+    #[test]
+    fn pixels_out_of_view_take_the_template() {
+        // A rigid shift of 6 px down: the top rows of the registered frame have no source.
+        let (template, _, _, _) = warped(128, 128, 0.0);
+        let frame =
+            Array2::from_shape_fn(
+                (128, 128),
+                |(y, x)| {
+                    if y >= 6 { template[[y - 6, x]] } else { 0.0 }
+                },
+            );
+        let pw = PiecewiseRegistration::new(
+            template.clone(),
+            RigidParams::default(),
+            &PiecewiseParams {
+                block_px: 64,
+                max_shift_px: 3.0,
+            },
+        )
+        .unwrap();
+        let s = pw.estimate(frame.view());
+        assert!((s.rigid.dy - 6.0).abs() < 0.3, "{:?}", s.rigid);
+        let out = pw.apply(frame.view(), &s);
+        // Rows whose source lies below the frame's last row are the template's, exactly.
+        for x in [0, 40, 127] {
+            assert_eq!(out[[127, x]], template[[127, x]]);
+        }
+        // Inside, the registered frame matches the template.
+        let err: f32 = (10..110)
+            .map(|y| (out[[y, 64]] - template[[y, 64]]).abs())
+            .fold(0.0, f32::max);
+        assert!(err < 5.0, "{err}");
     }
 
     #[test]
