@@ -46,7 +46,7 @@ pub struct LocalCorrelation {
     pub frames: u64,
     pub mean: Array2<f64>,
     pub m2: Array2<f64>,
-    /// `co[d][p]`: co-moment of pixel p with p + DIRS[d] (0 where the neighbour is outside).
+    /// `co[d][p]`: co-moment of pixel p with `p + DIRS[d]` (0 where the neighbour is outside).
     pub co: [Array2<f64>; 4],
 }
 

@@ -1,7 +1,10 @@
 //! Detection and initialisation: greedy seeding on the correlation x peak-to-noise image of a
 //! band-passed movie (CNMF-E, Zhou et al. 2018, `init_neurons_corr_pnr`), each seed's footprint
 //! grown from the correlation of its neighbours with the seed's trace, then deflated from the data
-//! so overlapping neighbours are found on the residual.
+//! so overlapping neighbours are found on the residual. Footprints stay within twice the radius of
+//! their seed ([`Morphology::Soma`]) or, without a shape prior ([`Morphology::Any`]), grow over
+//! every connected pixel whose trace correlates with the seed's, on a high-passed residual
+//! (dendrites, axons).
 
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;

@@ -1,8 +1,9 @@
 //! Source extraction on one tile: detection (greedy seeding on correlation x peak-to-noise), CNMF
 //! demixing with HALS updates and a low-rank background, merging, and component quality control.
 //!
-//! The movie of a tile is held in memory as a pixel-major matrix `Y` (pixels x frames); tiles keep
-//! this bounded (the tiling issue plans them from a memory budget).
+//! The movie of a tile is held in memory as a pixel-major matrix `Y` (pixels x frames). [`tiles`]
+//! runs the chain on spatial tiles with halos and merges the ROIs across tile edges; a global
+//! [`refit`] of traces and background ends both the tiled and the untiled path.
 
 mod cnmf;
 mod detect;
