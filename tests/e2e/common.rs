@@ -146,3 +146,26 @@ impl Drop for LocalServer {
         let _ = self.child.wait();
     }
 }
+
+/// `tessera evaluate --json` of `estimate` against `truth`.
+pub fn evaluate(truth: &str, estimate: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(&[
+        "evaluate",
+        "--truth",
+        truth,
+        "--estimate",
+        estimate,
+        "--json",
+    ]))
+    .expect("evaluate --json prints JSON")
+}
+
+/// One convention's score in an `evaluate --json` report.
+pub fn score<'a>(report: &'a serde_json::Value, convention: &str) -> &'a serde_json::Value {
+    report["scores"]
+        .as_array()
+        .expect("scores")
+        .iter()
+        .find(|s| s["convention"] == convention)
+        .expect("convention in report")
+}

@@ -1,16 +1,7 @@
 //! `tessera extract` scored by `tessera evaluate`: simulated ground truth and real labels.
 //! Thresholds are recorded in docs/ACCURACY.md.
 
-use crate::common::{ok, shared_data};
-
-fn score<'a>(report: &'a serde_json::Value, convention: &str) -> &'a serde_json::Value {
-    report["scores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["convention"] == convention)
-        .unwrap()
-}
+use crate::common::{evaluate, ok, score, shared_data};
 
 #[test]
 fn extraction_finds_simulated_cells() {
@@ -237,16 +228,9 @@ fn without_a_shape_prior_extract_outlines_dendrites() {
             "--morphology",
             morphology,
         ]);
-        let report: serde_json::Value = serde_json::from_str(&ok(&[
-            "evaluate",
-            "--truth",
-            &p("sim.zarr"),
-            "--estimate",
-            &out,
-            "--json",
-        ]))
-        .unwrap();
-        score(&report, "iou50")["f1"].as_f64().unwrap()
+        score(&evaluate(&p("sim.zarr"), &out), "iou50")["f1"]
+            .as_f64()
+            .unwrap()
     };
     let (any, soma) = (f1("any"), f1("soma"));
     eprintln!("dendrites preset: F1 {any:.3} without a shape prior, {soma:.3} with the soma prior");

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use tessera_io::{Location, Store};
 
-use crate::common::ok;
+use crate::common::{evaluate, ok, score};
 
 /// Accepted ROIs of an extraction: (support pixels with weight >= 0.2, centroid, trace).
 fn rois(path: &str) -> Vec<(BTreeSet<u32>, [f64; 2], Vec<f32>)> {
@@ -60,23 +60,7 @@ fn pearson(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn f1(sim: &str, est: &str) -> f64 {
-    let report: serde_json::Value = serde_json::from_str(&ok(&[
-        "evaluate",
-        "--truth",
-        sim,
-        "--estimate",
-        est,
-        "--json",
-    ]))
-    .unwrap();
-    report["scores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["convention"] == "iou50")
-        .unwrap()["f1"]
-        .as_f64()
-        .unwrap()
+    score(&evaluate(sim, est), "iou50")["f1"].as_f64().unwrap()
 }
 
 #[test]

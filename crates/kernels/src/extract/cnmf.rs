@@ -142,13 +142,7 @@ pub fn demix(
     let t = movie.frames();
     let y = &movie.data;
     let mut shapes = Shapes::new(&comps, movie.height, movie.width, params.search_radius_px);
-    let mut c: Array2<f32> = Array2::zeros((comps.len(), t));
-    for (k, comp) in comps.iter().enumerate() {
-        let min = comp.trace.iter().copied().fold(f32::INFINITY, f32::min);
-        for (dst, &v) in c.row_mut(k).iter_mut().zip(&comp.trace) {
-            *dst = v - min;
-        }
-    }
+    let mut c = initial_traces(&comps, t);
     let seeds: Vec<[usize; 2]> = comps.iter().map(|c| c.seed).collect();
     let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
     let passes = params.iterations.max(1);
@@ -199,6 +193,21 @@ pub fn demix(
     (out, bg)
 }
 
+/// Starting traces `C` (components x `t` frames): each component's trace minus its minimum; a
+/// trace of another length starts at zero.
+fn initial_traces(comps: &[Component], t: usize) -> Array2<f32> {
+    let mut c: Array2<f32> = Array2::zeros((comps.len(), t));
+    for (k, comp) in comps.iter().enumerate() {
+        if comp.trace.len() == t {
+            let min = comp.trace.iter().copied().fold(f32::INFINITY, f32::min);
+            for (dst, &v) in c.row_mut(k).iter_mut().zip(&comp.trace) {
+                *dst = v - min;
+            }
+        }
+    }
+    c
+}
+
 /// Re-estimates the traces and the background of `comps` on `movie` with their footprints held
 /// fixed (HALS temporal and background passes, no spatial update, no merging): the global refit
 /// after tiles are merged, so every trace comes from all final footprints at once and carries no
@@ -212,15 +221,7 @@ pub fn refit(
     let y = &movie.data;
     // A zero search radius: the masks are exactly the footprints.
     let shapes = Shapes::new(&comps, movie.height, movie.width, 0.0);
-    let mut c: Array2<f32> = Array2::zeros((comps.len(), t));
-    for (k, comp) in comps.iter().enumerate() {
-        if comp.trace.len() == t {
-            let min = comp.trace.iter().copied().fold(f32::INFINITY, f32::min);
-            for (dst, &v) in c.row_mut(k).iter_mut().zip(&comp.trace) {
-                *dst = v - min;
-            }
-        }
-    }
+    let mut c = initial_traces(&comps, t);
     let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
     for _ in 0..params.iterations.max(1) {
         update_temporal(y, &shapes, &mut c, &bg);
@@ -526,7 +527,8 @@ fn weighted_row_sum(y: &Array2<f32>, w: &Array1<f32>) -> Array1<f32> {
         .fold(Array1::<f32>::zeros(t), |acc, part| acc + part)
 }
 
-fn find(parent: &mut [usize], i: usize) -> usize {
+/// Root of `i` in a union-find forest, compressing the path on the way.
+pub(super) fn find(parent: &mut [usize], i: usize) -> usize {
     let mut r = i;
     while parent[r] != r {
         r = parent[r];

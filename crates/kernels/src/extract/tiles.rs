@@ -21,6 +21,7 @@ use std::ops::Range;
 
 use ndarray::{Array2, ArrayView2, ArrayView3, s};
 
+use super::cnmf::find;
 use super::{
     Background, CnmfParams, Component, DetectParams, PixelMovie, demix, detect_within, refit,
 };
@@ -158,20 +159,6 @@ pub fn extract_tiled(
         kept,
         merged,
     })
-}
-
-fn find(parent: &mut [usize], i: usize) -> usize {
-    let mut r = i;
-    while parent[r] != r {
-        r = parent[r];
-    }
-    let mut i = i;
-    while parent[i] != r {
-        let next = parent[i];
-        parent[i] = r;
-        i = next;
-    }
-    r
 }
 
 /// Footprint weight from which a pixel counts as part of a component (CaImAn binarises at 0.2).
