@@ -130,6 +130,64 @@ fn tiled_extraction_matches_the_untiled_one() {
     assert!(rs.len() >= 5, "only {} boundary ROIs matched", rs.len());
     // Both paths end with the same global refit, so matched footprints give matching traces.
     assert!(rs[0] >= 0.99, "lowest r {}", rs[0]);
+
+    // Memory bounded: the movie is 147 MB as float32. With a budget of 120 MB the planner cuts
+    // tiles that hold all frames, each read from the store on its own, and the refit and QC stream
+    // over runs of frames: the process stays within the budget (its own report of its peak
+    // resident memory) and scores as the untiled run does. With 80 MB even the smallest tile
+    // cannot hold all 1000 frames, so the tiles' movies average pairs of frames (the refit still
+    // runs at the full rate); binning costs about one cell of 23 here (docs/ACCURACY.md).
+    let budgeted = |budget: &str, name: &str| -> (f64, f64, serde_json::Value) {
+        let stdout = ok(&[
+            "extract",
+            &p("sim.zarr"),
+            "--out",
+            &p(name),
+            "--memory-budget",
+            budget,
+        ]);
+        let peak_mb: f64 = stdout
+            .split("peak memory ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no peak memory in {stdout}"));
+        let root: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{}/zarr.json", p(name))).unwrap())
+                .unwrap();
+        let tiling = root["attributes"]["tessera"]["tiling"].clone();
+        let f = f1(&p("sim.zarr"), &p(name));
+        eprintln!(
+            "{budget} budget: peak {peak_mb} MB, IoU>=0.5 F1 {f:.3} (untiled {fw:.3}), {tiling}"
+        );
+        (peak_mb, f, tiling)
+    };
+    let (peak, fb, tiling) = budgeted("120MB", "budget120.zarr");
+    assert!(
+        peak <= 120.0,
+        "peak memory {peak} MB over the 120 MB budget"
+    );
+    assert!((fb - fw).abs() <= 0.01, "budgeted F1 {fb} vs untiled {fw}");
+    assert!(tiling["tiles"].as_u64().unwrap() > 1, "{tiling}");
+    assert!(
+        tiling["frames_per_run"].as_u64().unwrap() < 1000,
+        "{tiling}"
+    );
+    assert_eq!(tiling["tile_bin_frames"], 1, "{tiling}");
+    let (peak, fb, tiling) = budgeted("80MB", "budget80.zarr");
+    assert!(peak <= 80.0, "peak memory {peak} MB over the 80 MB budget");
+    assert!(tiling["tile_bin_frames"].as_u64().unwrap() >= 2, "{tiling}");
+    assert!(fb >= fw - 0.06, "binned tiles: F1 {fb} vs untiled {fw}");
+    // A budget below what the field's images and traces need is refused before any work.
+    let err = crate::common::fails(&[
+        "extract",
+        &p("sim.zarr"),
+        "--out",
+        &p("tiny.zarr"),
+        "--memory-budget",
+        "10MB",
+    ]);
+    assert!(err.contains("leaves nothing for tiles"), "{err}");
 }
 
 #[test]

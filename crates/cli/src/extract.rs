@@ -20,12 +20,12 @@ use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::tiling::{PlanInput, StageTiling, TilingKind, plan_tiles};
-use tessera_core::{Region, regions_to_json};
+use tessera_core::{Box3, Region, regions_to_json};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::tiles::{MergeParams, TileWindow, extract_tiled};
 use tessera_kernels::extract::{
-    CnmfParams, DetectParams, DetectionImages, Morphology, PixelMovie, QcParams, demix,
-    detect_within, quality, refit,
+    CnmfParams, DetectParams, DetectionImages, FrameChunks, Morphology, PixelMovie, QcParams,
+    demix, detect_within, quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::dff;
@@ -65,9 +65,14 @@ pub struct Args {
     pub morphology: MorphologyArg,
     /// Process the field in spatial tiles with this core edge (px), each read with a halo of twice
     /// the radius, and merge the ROIs across tile edges (ownership, union of duplicates and
-    /// pieces, global trace refit). Without it the field is one tile.
+    /// pieces, global trace refit). Without it and without --memory-budget the field is one tile.
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..))]
     pub tile_size: Option<u64>,
+    /// Memory this process may use (e.g. 2GiB, 500MB): the field is cut into tiles the planner
+    /// sizes to fit, each read from the store on its own, and the trace refit and QC stream over
+    /// runs of frames, so the movie is never loaded whole (default with --tile-size: 2GiB).
+    #[arg(long, value_parser = crate::transform::parse_bytes)]
+    pub memory_budget: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,28 +120,86 @@ fn registered_in_view(
     Ok(Some(in_view_fraction(&pairs, h, w)))
 }
 
-/// Spatial tiles of `tile_px` cores with a halo of twice the radius, from the planner (one
-/// spatial stage, the tile size given), and the halo in pixels.
-fn tile_windows(
+/// Memory budget of a tiled run given only `--tile-size`: it sizes the runs of frames the refit and
+/// QC stream.
+const DEFAULT_BUDGET: u64 = 2 << 30;
+
+/// Float32 copies of its halo box a tile holds at once: the movie with detection's filtered copy,
+/// then the movie with the pixel-major copy CNMF works on; `--morphology any` adds a high-passed
+/// copy during detection (measured in docs/BENCHMARKS.md).
+fn tile_copies(morphology: MorphologyArg) -> f64 {
+    match morphology {
+        MorphologyArg::Soma => 2.0,
+        MorphologyArg::Any => 3.0,
+    }
+}
+
+/// Float32 copies of a run of whole frames the streamed refit and QC hold: the frames as read and
+/// their pixel-major transpose (the integer samples decoded before conversion are half a copy,
+/// freed before the transpose).
+const RUN_COPIES: f64 = 2.0;
+
+/// How a tiled extraction cuts the recording.
+#[derive(Debug, Clone)]
+struct StreamPlan {
+    windows: Vec<TileWindow>,
+    tile_px: u64,
+    halo_px: u64,
+    /// Runs of frames the refit and QC stream over.
+    frame_runs: Vec<std::ops::Range<usize>>,
+    frames_per_run: u64,
+    /// Frames averaged into one in the tiles' movies (1: none), when all frames of even the smallest
+    /// tile do not fit the budget (as Suite2p detects on a binned movie); the refit runs at the
+    /// full frame rate.
+    bin_frames: u64,
+}
+
+/// What the process holds besides a tile or a run of frames: the program, its thread stacks and
+/// decoding buffers (about 25 MB measured), images and masks of the whole field, and the
+/// components' traces (a few copies of about one trace per `(2r)^2` pixels).
+fn reserve_bytes(shape: tessera_core::Shape3, radius: f64) -> u64 {
+    let pixels = (shape.y * shape.x) as f64;
+    let cells = pixels / (4.0 * radius * radius).max(1.0);
+    (40.0 * 1024.0 * 1024.0 + pixels * 64.0 + cells * shape.t as f64 * 4.0 * 4.0) as u64
+}
+
+/// Tiles for detection and demixing (spatial, halo twice the radius; the planner picks the largest
+/// core that fits `budget` unless `tile_px` is given) and runs of frames for the streamed refit and
+/// QC (temporal, as many frames as fit), both after the fixed reserve.
+fn plan_streaming(
     shape: tessera_core::Shape3,
     chunks: [u64; 3],
     radius: f64,
-    tile_px: u64,
-) -> anyhow::Result<(Vec<TileWindow>, u64)> {
-    let mut stage = StageTiling::new("extract", TilingKind::Spatial, 3.0);
-    stage.tile_px = Some(tile_px);
+    budget: u64,
+    tile_px: Option<u64>,
+    morphology: MorphologyArg,
+) -> anyhow::Result<StreamPlan> {
+    let reserve = reserve_bytes(shape, radius);
+    if budget <= reserve {
+        bail!(
+            "a memory budget of {:.0} MB leaves nothing for tiles: the {}x{}x{} recording needs about {:.0} MB besides them (images of the field, traces)",
+            budget as f64 / 1e6,
+            shape.t,
+            shape.y,
+            shape.x,
+            reserve as f64 / 1e6
+        );
+    }
+    let mut tiles = StageTiling::new("extract", TilingKind::Spatial, tile_copies(morphology));
+    tiles.tile_px = tile_px;
     let plan = plan_tiles(&PlanInput {
         shape,
         chunks,
         cell_radius_px: radius,
-        // The tile size is given; the budget only decides whether frames must be binned, which
-        // this one-process extraction does not do.
-        memory_budget_bytes: u64::MAX / 4,
-        stages: vec![stage],
+        memory_budget_bytes: budget - reserve,
+        stages: vec![
+            tiles,
+            StageTiling::new("refit", TilingKind::Temporal, RUN_COPIES),
+        ],
     })?;
+    let (spatial, temporal) = (&plan.stages[0], &plan.stages[1]);
     let r = |r: &std::ops::Range<u64>| r.start as usize..r.end as usize;
-    let stage = &plan.stages[0];
-    let windows = stage
+    let windows: Vec<TileWindow> = spatial
         .tiles
         .iter()
         .map(|t| TileWindow {
@@ -146,7 +209,139 @@ fn tile_windows(
             halo_x: r(&t.halo.x),
         })
         .collect();
-    Ok((windows, stage.halo_px))
+    let tile_px = windows
+        .iter()
+        .map(|w| w.core_y.len().max(w.core_x.len()) as u64)
+        .max()
+        .unwrap_or(0);
+    let frame_runs: Vec<_> = temporal.tiles.iter().map(|t| r(&t.core.t)).collect();
+    let frames_per_run = frame_runs.iter().map(|f| f.len() as u64).max().unwrap_or(0);
+    Ok(StreamPlan {
+        windows,
+        tile_px,
+        halo_px: spatial.halo_px,
+        frame_runs,
+        frames_per_run,
+        bin_frames: spatial.bin_frames,
+    })
+}
+
+/// Reads a tile's halo box over all frames as float32, averaging runs of `bin` frames into one (the
+/// last run may be shorter), a storage chunk of frames at a time into one array (no second copy
+/// of the box), refusing non-finite samples with their position.
+fn read_tile(
+    rec: &tessera_io::Recording,
+    uri: &str,
+    window: &TileWindow,
+    bin: u64,
+) -> anyhow::Result<ndarray::Array3<f32>> {
+    let shape = rec.shape();
+    let bin = bin.max(1);
+    // Whole bins per read, about a storage chunk of frames.
+    let slab = rec.chunks()[0].max(1).div_ceil(bin) * bin;
+    let (ys, xs) = (window.halo_y.clone(), window.halo_x.clone());
+    let frames = shape.t.div_ceil(bin) as usize;
+    let mut out = ndarray::Array3::<f32>::zeros((frames, ys.len(), xs.len()));
+    let mut t0 = 0;
+    while t0 < shape.t {
+        let t1 = (t0 + slab).min(shape.t);
+        let b = Box3::within(
+            &shape,
+            t0..t1,
+            ys.start as u64..ys.end as u64,
+            xs.start as u64..xs.end as u64,
+        )?;
+        let block = rec
+            .read_box_f32(&b)
+            .with_context(|| format!("failed to read box {b} of {uri}"))?;
+        check_finite(&block, uri, (t0 as usize, ys.start, xs.start))?;
+        if bin == 1 {
+            out.slice_mut(ndarray::s![t0 as usize..t1 as usize, .., ..])
+                .assign(&block);
+        } else {
+            for (i, group) in block
+                .axis_chunks_iter(ndarray::Axis(0), bin as usize)
+                .enumerate()
+            {
+                let mut dst = out.index_axis_mut(ndarray::Axis(0), (t0 / bin) as usize + i);
+                for frame in group.outer_iter() {
+                    dst += &frame;
+                }
+                dst /= group.len_of(ndarray::Axis(0)) as f32;
+            }
+        }
+        t0 = t1;
+    }
+    Ok(out)
+}
+
+/// Refuses a block holding NaN or infinity, naming the first such sample in the recording's frame
+/// and pixel coordinates (`origin` is the block's first frame, row and column).
+fn check_finite(
+    block: &ndarray::Array3<f32>,
+    uri: &str,
+    origin: (usize, usize, usize),
+) -> anyhow::Result<()> {
+    if let Some(((t, y, x), v)) = block.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        bail!(
+            "{uri} holds a non-finite value ({v}) at frame {}, pixel ({}, {}): extraction needs finite data (crop or fill such pixels first)",
+            origin.0 + t,
+            origin.1 + y,
+            origin.2 + x
+        );
+    }
+    Ok(())
+}
+
+/// Logs (at info, `TESSERA_LOG=info`) the end of a phase of a tiled run: seconds since the start
+/// and the peak memory so far.
+fn log_phase(phase: &str, started: std::time::Instant) {
+    tracing::info!(
+        phase,
+        seconds = started.elapsed().as_secs_f64(),
+        peak_rss_bytes = crate::transform::peak_rss_bytes(),
+        "extract"
+    );
+}
+
+/// The recording streamed as runs of whole frames for the refit and QC.
+struct RecordingFrames<'a> {
+    rec: &'a tessera_io::Recording,
+    uri: &'a str,
+    runs: Vec<std::ops::Range<usize>>,
+}
+
+impl FrameChunks for RecordingFrames<'_> {
+    type Error = anyhow::Error;
+
+    fn dims(&self) -> (usize, usize, usize) {
+        let s = self.rec.shape();
+        (s.t as usize, s.y as usize, s.x as usize)
+    }
+
+    fn for_each_chunk(
+        &self,
+        visit: &mut tessera_kernels::extract::ChunkVisitor<'_>,
+    ) -> anyhow::Result<()> {
+        let shape = self.rec.shape();
+        for run in &self.runs {
+            let b = Box3::within(
+                &shape,
+                run.start as u64..run.end as u64,
+                0..shape.y,
+                0..shape.x,
+            )?;
+            let frames = self
+                .rec
+                .read_box_f32(&b)
+                .with_context(|| format!("failed to read frames {run:?} of {}", self.uri))?;
+            check_finite(&frames, self.uri, (run.start, 0, 0))?;
+            let pm = PixelMovie::from_frames(frames.view());
+            drop(frames);
+            visit(run.clone(), pm.data.view())?;
+        }
+        Ok(())
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -181,15 +376,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let output = args.io.create_output()?;
     let started = std::time::Instant::now();
-    let movie = rec
-        .read_box_f32(&shape.full_box())
-        .with_context(|| format!("failed to read {}", args.io.uri))?;
-    if let Some(((t, y, x), v)) = movie.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        bail!(
-            "{} holds a non-finite value ({v}) at frame {t}, pixel ({y}, {x}): extraction needs finite data (crop or fill such pixels first)",
-            args.io.uri
-        );
-    }
     let detect_params = DetectParams {
         radius_px: radius,
         min_corr: args.min_corr,
@@ -212,57 +398,106 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         merge_threshold: args.merge_threshold,
         ..CnmfParams::default()
     };
-    let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
-    let (pm, comps, bg, images, n_seeds, tiling) = match args.tile_size {
-        None => {
-            let (found, images) = detect_within(
-                movie.view(),
-                &detect_params,
-                seedable.as_ref().map(|m| m.view()),
-            );
-            // Detection's working copies are gone; hold the movie once, pixel-major.
-            let pm = PixelMovie::from_frames(movie.view());
-            drop(movie);
-            let n_seeds = found.len();
-            let (comps, _) = demix(&pm, found, &cnmf_params);
-            // The same final step as the tiled path: traces and background refit from the final
-            // footprints, so a tiled and an untiled run differ only where their footprints do.
-            let (comps, bg) = refit(&pm, comps, &cnmf_params);
-            (pm, comps, bg, images, n_seeds, serde_json::Value::Null)
-        }
-        Some(tile_px) => {
-            let (windows, halo_px) = tile_windows(shape, rec.chunks(), radius, tile_px)?;
-            // The tiles read crops of the movie; the refit and QC need it whole, pixel-major.
-            let pm = PixelMovie::from_frames(movie.view());
-            let merge = MergeParams {
-                margin_px: radius / 2.0,
-                merge_threshold: args.merge_threshold,
-            };
-            let r = extract_tiled(
-                movie.view(),
-                &pm,
-                &windows,
-                &detect_params,
-                seedable.as_ref().map(|m| m.view()),
-                &cnmf_params,
-                &merge,
-            )?;
-            drop(movie);
-            let report = json!({"tiles": windows.len(), "tile_px": tile_px, "halo_px": halo_px,
-                "margin_px": merge.margin_px, "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
-            let images = DetectionImages {
-                correlation: r.correlation,
-                pnr: r.pnr,
-            };
-            (pm, r.components, r.background, images, r.seeds, report)
-        }
-    };
     let mut qc_params = QcParams::for_radius(radius);
     if args.morphology == MorphologyArg::Any {
         // No shape prior: a dendrite may cover any number of pixels.
         qc_params.max_size_px = usize::MAX;
     }
-    let qc = quality(&pm, &comps, &bg, &qc_params);
+    let (t, h, w) = (shape.t as usize, shape.y as usize, shape.x as usize);
+    let (mean, comps, bg, qc, images, n_seeds, tiling) = if args.tile_size.is_none()
+        && args.memory_budget.is_none()
+    {
+        let movie = rec
+            .read_box_f32(&shape.full_box())
+            .with_context(|| format!("failed to read {}", args.io.uri))?;
+        if let Some(((t, y, x), v)) = movie.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            bail!(
+                "{} holds a non-finite value ({v}) at frame {t}, pixel ({y}, {x}): extraction needs finite data (crop or fill such pixels first)",
+                args.io.uri
+            );
+        }
+        let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
+        let (found, images) = detect_within(
+            movie.view(),
+            &detect_params,
+            seedable.as_ref().map(|m| m.view()),
+        );
+        // Detection's working copies are gone; hold the movie once, pixel-major.
+        let pm = PixelMovie::from_frames(movie.view());
+        drop(movie);
+        let n_seeds = found.len();
+        let (comps, _) = demix(&pm, found, &cnmf_params);
+        // The same final step as the tiled path: traces and background refit from the final
+        // footprints, so a tiled and an untiled run differ only where their footprints do.
+        let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
+        let qc = quality(&pm, &comps, &bg, &qc_params)?;
+        (
+            mean,
+            comps,
+            bg,
+            qc,
+            images,
+            n_seeds,
+            serde_json::Value::Null,
+        )
+    } else {
+        let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
+        let plan = plan_streaming(
+            shape,
+            rec.chunks(),
+            radius,
+            budget,
+            args.tile_size,
+            args.morphology,
+        )?;
+        let merge = MergeParams {
+            margin_px: radius / 2.0,
+            merge_threshold: args.merge_threshold,
+        };
+        let bin = plan.bin_frames.max(1);
+        // On binned tiles, detection's own binning shrinks by the same factor.
+        let tile_detect = DetectParams {
+            bin_frames: detect_params.bin_frames.div_ceil(bin as usize),
+            ..detect_params.clone()
+        };
+        let mut r = extract_tiled(
+            (t.div_ceil(bin as usize), h, w),
+            &plan.windows,
+            |_, window| read_tile(&rec, &args.io.uri, window, bin),
+            &tile_detect,
+            seedable.as_ref().map(|m| m.view()),
+            &cnmf_params,
+            &merge,
+        )?;
+        if bin > 1 {
+            // The refit starts from the tiles' traces held over each bin's frames.
+            for c in &mut r.components {
+                c.trace = (0..t)
+                    .map(|i| c.trace.get(i / bin as usize).copied().unwrap_or(0.0))
+                    .collect();
+            }
+        }
+        log_phase("tiles", started);
+        let frames = RecordingFrames {
+            rec: &rec,
+            uri: &args.io.uri,
+            runs: plan.frame_runs.clone(),
+        };
+        let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
+        log_phase("refit", started);
+        let qc = quality(&frames, &comps, &bg, &qc_params)?;
+        log_phase("qc", started);
+        let report = json!({"tiles": plan.windows.len(), "tile_px": plan.tile_px,
+                "halo_px": plan.halo_px, "margin_px": merge.margin_px,
+                "memory_budget_bytes": budget, "frames_per_run": plan.frames_per_run,
+                "tile_bin_frames": bin,
+                "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
+        let images = DetectionImages {
+            correlation: r.correlation,
+            pnr: r.pnr,
+        };
+        (r.mean, comps, bg, qc, images, r.seeds, report)
+    };
     // A trace OASIS cannot take (e.g. too short) leaves that component's spikes missing (NaN) and
     // says why in qc.json; it does not fail the other components.
     let oasis_params = OasisParams {
@@ -395,8 +630,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     output.write_file("rois/regions.json", regions_to_json(&regions).into_bytes())?;
     let location = output.finish()?;
+    let peak = crate::transform::peak_rss_bytes().map_or_else(String::new, |b| {
+        format!(", peak memory {:.0} MB", b as f64 / 1e6)
+    });
     println!(
-        "extracted {} components ({} accepted) from {n_seeds} seeds in {}x{}x{} -> {location} in {:.1} s (radius {radius:.1} px)",
+        "extracted {} components ({} accepted) from {n_seeds} seeds in {}x{}x{} -> {location} in {:.1} s (radius {radius:.1} px{peak})",
         k,
         regions.len(),
         shape.t,

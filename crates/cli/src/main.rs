@@ -46,7 +46,26 @@ enum Command {
     Simulate(simulate::Args),
 }
 
+/// Makes freed working arrays go back to the system at once, so the process's memory follows what
+/// it holds and stays within `--memory-budget`. glibc serves allocations below a threshold from
+/// per-thread arenas, and by default raises that threshold (up to 32 MiB) each time a large block
+/// is freed; decoded storage chunks and tile-sized arrays then stay in arenas after they are freed
+/// and the resident size drifts with thread timing (measured 136-212 MB for the same 200 MB-budget
+/// run, 125 MB every time with the threshold fixed; docs/BENCHMARKS.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_large_blocks_to_the_system() {
+    // SAFETY: mallopt only changes allocator tuning; it is called once, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_blocks_to_the_system() {}
+
 fn main() -> ExitCode {
+    return_large_blocks_to_the_system();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

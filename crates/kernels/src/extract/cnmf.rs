@@ -16,7 +16,7 @@
 // The HALS updates index several arrays by the same component or pixel, as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -58,15 +58,15 @@ pub struct Background {
 }
 
 /// Dense footprint values over a fixed mask.
-struct Shapes {
-    masks: Vec<Vec<u32>>,
-    values: Vec<Vec<f32>>,
+pub(super) struct Shapes {
+    pub(super) masks: Vec<Vec<u32>>,
+    pub(super) values: Vec<Vec<f32>>,
     /// pixel -> [(component, index in its mask)]
-    by_pixel: Vec<Vec<(u32, u32)>>,
+    pub(super) by_pixel: Vec<Vec<(u32, u32)>>,
 }
 
 impl Shapes {
-    fn new(comps: &[Component], height: usize, width: usize, radius: f64) -> Shapes {
+    pub(super) fn new(comps: &[Component], height: usize, width: usize, radius: f64) -> Shapes {
         let mut masks = Vec::with_capacity(comps.len());
         let mut values = Vec::with_capacity(comps.len());
         for c in comps {
@@ -195,7 +195,7 @@ pub fn demix(
 
 /// Starting traces `C` (components x `t` frames): each component's trace minus its minimum; a
 /// trace of another length starts at zero.
-fn initial_traces(comps: &[Component], t: usize) -> Array2<f32> {
+pub(super) fn initial_traces(comps: &[Component], t: usize) -> Array2<f32> {
     let mut c: Array2<f32> = Array2::zeros((comps.len(), t));
     for (k, comp) in comps.iter().enumerate() {
         if comp.trace.len() == t {
@@ -206,47 +206,6 @@ fn initial_traces(comps: &[Component], t: usize) -> Array2<f32> {
         }
     }
     c
-}
-
-/// Re-estimates the traces and the background of `comps` on `movie` with their footprints held
-/// fixed (HALS temporal and background passes, no spatial update, no merging): the global refit
-/// after tiles are merged, so every trace comes from all final footprints at once and carries no
-/// seam. Footprints are taken as given (peak 1); `params.iterations` passes.
-pub fn refit(
-    movie: &PixelMovie,
-    comps: Vec<Component>,
-    params: &CnmfParams,
-) -> (Vec<Component>, Background) {
-    let t = movie.frames();
-    let y = &movie.data;
-    // A zero search radius: the masks are exactly the footprints.
-    let shapes = Shapes::new(&comps, movie.height, movie.width, 0.0);
-    let mut c = initial_traces(&comps, t);
-    let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
-    for _ in 0..params.iterations.max(1) {
-        update_temporal(y, &shapes, &mut c, &bg);
-        update_background(y, &shapes, &c, &mut bg);
-    }
-    update_temporal(y, &shapes, &mut c, &bg);
-    let out = comps
-        .into_iter()
-        .enumerate()
-        .map(|(k, mut comp)| {
-            // Shapes keeps each mask sorted with its values; the footprint is unchanged.
-            let (mask, vals) = (&shapes.masks[k], &shapes.values[k]);
-            comp.pixels = Vec::with_capacity(mask.len());
-            comp.weights = Vec::with_capacity(mask.len());
-            for (&p, &v) in mask.iter().zip(vals) {
-                if v > 0.0 {
-                    comp.pixels.push(p);
-                    comp.weights.push(v);
-                }
-            }
-            comp.trace = c.row(k).to_vec();
-            comp
-        })
-        .collect();
-    (out, bg)
 }
 
 fn init_background(
@@ -290,7 +249,7 @@ fn init_background(
 }
 
 /// `(A C)[p, :]` when pixel p is covered by any component.
-fn explained(shapes: &Shapes, c: &Array2<f32>, p: usize, t: usize) -> Option<Vec<f32>> {
+pub(super) fn explained(shapes: &Shapes, c: &Array2<f32>, p: usize, t: usize) -> Option<Vec<f32>> {
     let list = &shapes.by_pixel[p];
     if list.is_empty() {
         return None;
@@ -308,36 +267,16 @@ fn explained(shapes: &Shapes, c: &Array2<f32>, p: usize, t: usize) -> Option<Vec
 }
 
 fn update_temporal(y: &Array2<f32>, shapes: &Shapes, c: &mut Array2<f32>, bg: &Background) {
-    let k_count = shapes.masks.len();
-    let t = y.ncols();
-    // U = A^T Y - (A^T B) F
-    let u: Vec<Vec<f32>> = (0..k_count)
-        .into_par_iter()
-        .map(|k| {
-            let mut row = vec![0.0f32; t];
-            let mut atb = vec![0.0f32; bg.b.ncols()];
-            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
-                if a == 0.0 {
-                    continue;
-                }
-                for (o, &v) in row.iter_mut().zip(y.row(p as usize)) {
-                    *o += a * v;
-                }
-                for (j, o) in atb.iter_mut().enumerate() {
-                    *o += a * bg.b[[p as usize, j]];
-                }
-            }
-            for (j, &s) in atb.iter().enumerate() {
-                for (o, &fv) in row.iter_mut().zip(bg.f.row(j)) {
-                    *o -= s * fv;
-                }
-            }
-            row
-        })
-        .collect();
-    // V = A^T A over overlapping pairs.
+    let gram = temporal_gram(shapes);
+    temporal_sweeps(y.view(), shapes, &gram, c.view_mut(), &bg.b, bg.f.view());
+}
+
+/// `V = A^T A` over overlapping pairs: for each component k, `(j, a_k . a_j)` for every j whose
+/// mask meets k's (k included). Depends only on the footprints, so a streamed refit computes it
+/// once for all its time chunks.
+pub(super) fn temporal_gram(shapes: &Shapes) -> Vec<Vec<(usize, f32)>> {
     let nb = shapes.overlapping();
-    let v: Vec<Vec<(usize, f32)>> = (0..k_count)
+    (0..shapes.masks.len())
         .map(|k| {
             nb[k]
                 .iter()
@@ -358,16 +297,56 @@ fn update_temporal(y: &Array2<f32>, shapes: &Shapes, c: &mut Array2<f32>, bg: &B
                 })
                 .collect()
         })
+        .collect()
+}
+
+/// Three HALS sweeps of the traces `c` (components x frames of `y`) with footprints, `gram`
+/// ([`temporal_gram`]) and background `b` fixed; `f` is the background's traces over the same
+/// frames. Each frame's update depends only on that frame, so time chunks update independently.
+pub(super) fn temporal_sweeps(
+    y: ArrayView2<f32>,
+    shapes: &Shapes,
+    gram: &[Vec<(usize, f32)>],
+    mut c: ArrayViewMut2<f32>,
+    b: &Array2<f32>,
+    f: ArrayView2<f32>,
+) {
+    let k_count = shapes.masks.len();
+    let t = y.ncols();
+    // U = A^T Y - (A^T B) F
+    let u: Vec<Vec<f32>> = (0..k_count)
+        .into_par_iter()
+        .map(|k| {
+            let mut row = vec![0.0f32; t];
+            let mut atb = vec![0.0f32; b.ncols()];
+            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                if a == 0.0 {
+                    continue;
+                }
+                for (o, &v) in row.iter_mut().zip(y.row(p as usize)) {
+                    *o += a * v;
+                }
+                for (j, o) in atb.iter_mut().enumerate() {
+                    *o += a * b[[p as usize, j]];
+                }
+            }
+            for (j, &s) in atb.iter().enumerate() {
+                for (o, &fv) in row.iter_mut().zip(f.row(j)) {
+                    *o -= s * fv;
+                }
+            }
+            row
+        })
         .collect();
     for _ in 0..3 {
         for k in 0..k_count {
-            let vkk = v[k].iter().find(|(j, _)| *j == k).map_or(0.0, |x| x.1);
+            let vkk = gram[k].iter().find(|(j, _)| *j == k).map_or(0.0, |x| x.1);
             if vkk <= 0.0 {
                 c.row_mut(k).fill(0.0);
                 continue;
             }
             let mut grad = u[k].clone();
-            for &(j, vkj) in &v[k] {
+            for &(j, vkj) in &gram[k] {
                 if vkj == 0.0 {
                     continue;
                 }
@@ -449,11 +428,25 @@ fn normalise(shapes: &mut Shapes, c: &mut Array2<f32>) {
 }
 
 fn update_background(y: &Array2<f32>, shapes: &Shapes, c: &Array2<f32>, bg: &mut Background) {
-    let p_count = y.nrows();
-    let rank = bg.b.ncols();
+    update_background_traces(y.view(), shapes, c.view(), &bg.b, bg.f.view_mut());
+    let mut stats = BackgroundStats::new(y.nrows(), shapes.masks.len(), bg.b.ncols());
+    stats.add(y.view(), c.view(), bg.f.view());
+    stats.update_footprints(shapes, &mut bg.b);
+}
+
+/// The HALS update of the background traces `f` (rank x frames of `y`) with `b` fixed:
+/// `f_j <- max(0, f_j + (b_j^T Y - (b_j^T A) C - (b_j^T B) F) / b_j^T b_j)`, j in order. Frame by
+/// frame, so time chunks update independently.
+pub(super) fn update_background_traces(
+    y: ArrayView2<f32>,
+    shapes: &Shapes,
+    c: ArrayView2<f32>,
+    b: &Array2<f32>,
+    mut f: ArrayViewMut2<f32>,
+) {
+    let rank = b.ncols();
     for j in 0..rank {
-        // b_j^T Y - (b_j^T A) C - (b_j^T B) F
-        let bj = bg.b.column(j).to_owned();
+        let bj = b.column(j).to_owned();
         let bb = bj.dot(&bj);
         if bb <= 0.0 {
             continue;
@@ -469,45 +462,74 @@ fn update_background(y: &Array2<f32>, shapes: &Shapes, c: &Array2<f32>, bg: &mut
                 e.scaled_add(-s, &c.row(k));
             }
         }
-        let btb = bg.b.t().dot(&bj);
+        let btb = b.t().dot(&bj);
         for i in 0..rank {
-            e.scaled_add(-btb[i], &bg.f.row(i));
+            e.scaled_add(-btb[i], &f.row(i));
         }
-        let mut fj = bg.f.row_mut(j);
+        let mut fj = f.row_mut(j);
         for (fv, ev) in fj.iter_mut().zip(e.iter()) {
             *fv = (*fv + ev / bb).max(0.0);
         }
     }
-    for j in 0..rank {
-        let fj = bg.f.row(j).to_owned();
-        let ff = fj.dot(&fj);
-        if ff <= 0.0 {
-            continue;
+}
+
+/// What the update of the background footprints `b` needs from the movie, summed over time, so
+/// that time chunks add up: `Y F^T` (pixels x rank), `C F^T` (components x rank), `F F^T`.
+pub(super) struct BackgroundStats {
+    yf: Array2<f32>,
+    cf: Array2<f32>,
+    ff: Array2<f32>,
+}
+
+impl BackgroundStats {
+    pub(super) fn new(pixels: usize, components: usize, rank: usize) -> BackgroundStats {
+        BackgroundStats {
+            yf: Array2::zeros((pixels, rank)),
+            cf: Array2::zeros((components, rank)),
+            ff: Array2::zeros((rank, rank)),
         }
-        let mut e: Array1<f32> = y.dot(&fj);
-        let cf: Array1<f32> = c.dot(&fj);
-        for k in 0..shapes.masks.len() {
-            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
-                e[p as usize] -= a * cf[k];
+    }
+
+    /// Adds the frames of one chunk: `y` (pixels x frames), `c` and `f` over the same frames.
+    pub(super) fn add(&mut self, y: ArrayView2<f32>, c: ArrayView2<f32>, f: ArrayView2<f32>) {
+        let ft = f.t();
+        self.yf += &y.dot(&ft);
+        self.cf += &c.dot(&ft);
+        self.ff += &f.dot(&ft);
+    }
+
+    /// `b_j <- max(0, b_j + (Y f_j^T - A C f_j^T - B F f_j^T) / f_j f_j^T)`, j in order.
+    pub(super) fn update_footprints(&self, shapes: &Shapes, b: &mut Array2<f32>) {
+        let (p_count, rank) = b.dim();
+        for j in 0..rank {
+            let ff = self.ff[[j, j]];
+            if ff <= 0.0 {
+                continue;
             }
-        }
-        let ftf = bg.f.dot(&fj);
-        for p in 0..p_count {
-            let mut s = 0.0;
-            for i in 0..rank {
-                s += bg.b[[p, i]] * ftf[i];
+            let mut e: Array1<f32> = self.yf.column(j).to_owned();
+            for k in 0..shapes.masks.len() {
+                let cf = self.cf[[k, j]];
+                for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                    e[p as usize] -= a * cf;
+                }
             }
-            e[p] -= s;
-        }
-        for p in 0..p_count {
-            bg.b[[p, j]] = (bg.b[[p, j]] + e[p] / ff).max(0.0);
+            for p in 0..p_count {
+                let mut s = 0.0;
+                for i in 0..rank {
+                    s += b[[p, i]] * self.ff[[i, j]];
+                }
+                e[p] -= s;
+            }
+            for p in 0..p_count {
+                b[[p, j]] = (b[[p, j]] + e[p] / ff).max(0.0);
+            }
         }
     }
 }
 
 /// `sum_p w[p] * y[p, :]` (that is, `Y^T w`) over contiguous rows, in parallel blocks of pixels
 /// added in a fixed order so the result does not depend on the number of threads.
-fn weighted_row_sum(y: &Array2<f32>, w: &Array1<f32>) -> Array1<f32> {
+fn weighted_row_sum(y: ArrayView2<f32>, w: &Array1<f32>) -> Array1<f32> {
     const BLOCK: usize = 512;
     let t = y.ncols();
     let partial: Vec<Array1<f32>> = (0..y.nrows().div_ceil(BLOCK))
@@ -633,7 +655,7 @@ mod tests {
                 (p % 13) as f32 * 0.1
             }
         });
-        let fast = weighted_row_sum(&y, &w);
+        let fast = weighted_row_sum(y.view(), &w);
         for t in 0..7 {
             let slow: f64 = (0..1300)
                 .map(|p| f64::from(y[[p, t]]) * f64::from(w[p]))

@@ -9,11 +9,13 @@ mod cnmf;
 mod detect;
 pub mod filter;
 mod qc;
+pub mod stream;
 pub mod tiles;
 
-pub use cnmf::{Background, CnmfParams, demix, refit};
+pub use cnmf::{Background, CnmfParams, demix};
 pub use detect::{DetectParams, DetectionImages, Morphology, detect, detect_within};
 pub use qc::{QcParams, QcReport, dense_footprints, quality};
+pub use stream::{ChunkVisitor, FrameChunks, refit};
 
 use ndarray::{Array2, ArrayView3, Axis};
 use rayon::prelude::*;

@@ -13,7 +13,9 @@ use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Background, Component, PixelMovie};
+use super::stream::FrameChunks;
+use super::{Background, Component};
+use crate::KernelError;
 use crate::metrics::pearson;
 use crate::stats::{PsdAverage, noise_fft};
 
@@ -57,37 +59,46 @@ pub struct QcReport {
     pub accepted: bool,
 }
 
-/// Scores every component.
-pub fn quality(
-    movie: &PixelMovie,
+/// Scores every component, streaming one pass over `movie` (the residual at each component's peak
+/// frames is summed chunk by chunk). Errors when a chunk does not match the movie's dimensions, or
+/// when the reader fails.
+pub fn quality<M: FrameChunks + ?Sized>(
+    movie: &M,
     comps: &[Component],
     bg: &Background,
     params: &QcParams,
-) -> Vec<QcReport> {
-    let (h, w) = (movie.height, movie.width);
-    let t = movie.frames();
+) -> Result<Vec<QcReport>, M::Error> {
+    let (t, h, w) = movie.dims();
     // Which components touch each pixel, for the residual.
     let mut by_pixel: Vec<Vec<(usize, f32)>> = vec![Vec::new(); h * w];
     for (k, c) in comps.iter().enumerate() {
         for (&p, &a) in c.pixels.iter().zip(&c.weights) {
-            by_pixel[p as usize].push((k, a));
+            if (p as usize) < h * w {
+                by_pixel[p as usize].push((k, a));
+            }
         }
     }
-    comps
+    /// What QC knows of a component before the pass over the movie.
+    struct Pending {
+        snr: f32,
+        size_px: usize,
+        /// Peak frames, ascending.
+        peaks: Vec<usize>,
+        /// Neighbourhood box (inclusive rows and columns).
+        rows: (usize, usize),
+        cols: (usize, usize),
+        /// Residual summed over the peak frames, per box pixel (row-major).
+        sums: Vec<f32>,
+    }
+    let mut pending: Vec<Option<Pending>> = comps
         .par_iter()
-        .enumerate()
-        .map(|(k, comp)| {
-            if comp.trace.is_empty() || comp.pixels.is_empty() {
-                return QcReport {
-                    snr: 0.0,
-                    r_value: 0.0,
-                    size_px: 0,
-                    accepted: false,
-                };
+        .map(|comp| {
+            if comp.trace.len() != t || comp.pixels.is_empty() || t == 0 {
+                return None;
             }
-            let tr = ndarray::ArrayView1::from(&comp.trace);
-            let noise = noise_fft(&comp.trace, PsdAverage::Mean) as f32;
-            let mut sorted = comp.trace.clone();
+            let tr = &comp.trace;
+            let noise = noise_fft(tr, PsdAverage::Mean) as f32;
+            let mut sorted = tr.clone();
             sorted.sort_by(f32::total_cmp);
             let median = sorted[sorted.len() / 2];
             let max = sorted[sorted.len() - 1];
@@ -97,11 +108,10 @@ pub fn quality(
                 0.0
             };
             let size_px = comp.weights.iter().filter(|&&v| v >= 0.2).count();
-            // Peak frames.
-            let mut order: Vec<usize> = (0..t).collect();
-            order.sort_by(|&a, &b| tr[b].total_cmp(&tr[a]).then(a.cmp(&b)));
-            order.truncate((t / 20).max(3).min(t));
-            // Neighbourhood box.
+            let mut peaks: Vec<usize> = (0..t).collect();
+            peaks.sort_by(|&a, &b| tr[b].total_cmp(&tr[a]).then(a.cmp(&b)));
+            peaks.truncate((t / 20).max(3).min(t));
+            peaks.sort_unstable();
             let (mut y0, mut y1, mut x0, mut x1) = (h, 0, w, 0);
             for &p in &comp.pixels {
                 let (y, x) = (p as usize / w, p as usize % w);
@@ -110,17 +120,45 @@ pub fn quality(
                 x0 = x0.min(x);
                 x1 = x1.max(x);
             }
-            let (y0, x0) = (y0.saturating_sub(3), x0.saturating_sub(3));
-            let (y1, x1) = ((y1 + 3).min(h - 1), (x1 + 3).min(w - 1));
-            let mut data = Vec::new();
-            let mut shape = Vec::new();
-            for y in y0..=y1 {
-                for x in x0..=x1 {
-                    let p = y * w + x;
-                    let row = movie.data.row(p);
+            let rows = (y0.saturating_sub(3), (y1 + 3).min(h - 1));
+            let cols = (x0.saturating_sub(3), (x1 + 3).min(w - 1));
+            let n = (rows.1 + 1 - rows.0) * (cols.1 + 1 - cols.0);
+            Some(Pending {
+                snr,
+                size_px,
+                peaks,
+                rows,
+                cols,
+                sums: vec![0.0; n],
+            })
+        })
+        .collect();
+    movie.for_each_chunk(&mut |frames, y| {
+        if y.nrows() != h * w || y.ncols() != frames.len() || frames.end > t {
+            return Err(KernelError::Shape(format!(
+                "chunk of frames {frames:?} is {}x{}, expected {} pixels x {} frames within {t}",
+                y.nrows(),
+                y.ncols(),
+                h * w,
+                frames.len()
+            )));
+        }
+        pending.par_iter_mut().enumerate().for_each(|(k, q)| {
+            let Some(q) = q else { return };
+            let lo = q.peaks.partition_point(|&ti| ti < frames.start);
+            let hi = q.peaks.partition_point(|&ti| ti < frames.end);
+            if lo == hi {
+                return;
+            }
+            let peaks = &q.peaks[lo..hi];
+            let mut i = 0;
+            for yy in q.rows.0..=q.rows.1 {
+                for xx in q.cols.0..=q.cols.1 {
+                    let p = yy * w + xx;
+                    let row = y.row(p);
                     let mut acc = 0.0f32;
-                    for &ti in &order {
-                        let mut v = row[ti];
+                    for &ti in peaks {
+                        let mut v = row[ti - frames.start];
                         for j in 0..bg.b.ncols() {
                             v -= bg.b[[p, j]] * bg.f[[j, ti]];
                         }
@@ -131,9 +169,32 @@ pub fn quality(
                         }
                         acc += v;
                     }
-                    data.push(acc / order.len() as f32);
+                    q.sums[i] += acc;
+                    i += 1;
+                }
+            }
+        });
+        Ok(())
+    })?;
+    Ok(pending
+        .into_iter()
+        .enumerate()
+        .map(|(k, q)| {
+            let Some(q) = q else {
+                return QcReport {
+                    snr: 0.0,
+                    r_value: 0.0,
+                    size_px: 0,
+                    accepted: false,
+                };
+            };
+            let n = q.peaks.len() as f32;
+            let data: Vec<f32> = q.sums.iter().map(|v| v / n).collect();
+            let mut shape = Vec::with_capacity(data.len());
+            for yy in q.rows.0..=q.rows.1 {
+                for xx in q.cols.0..=q.cols.1 {
                     shape.push(
-                        by_pixel[p]
+                        by_pixel[yy * w + xx]
                             .iter()
                             .find(|(j, _)| *j == k)
                             .map_or(0.0, |x| x.1),
@@ -144,17 +205,17 @@ pub fn quality(
                 ndarray::ArrayView1::from(&data),
                 ndarray::ArrayView1::from(&shape),
             ) as f32;
-            let accepted = snr >= params.min_snr
+            let accepted = q.snr >= params.min_snr
                 && r_value >= params.min_r_value
-                && (params.min_size_px..=params.max_size_px).contains(&size_px);
+                && (params.min_size_px..=params.max_size_px).contains(&q.size_px);
             QcReport {
-                snr,
+                snr: q.snr,
                 r_value,
-                size_px,
+                size_px: q.size_px,
                 accepted,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Dense footprints (pixels x components) of accepted components, for exports and tests.

@@ -1,6 +1,7 @@
 use ndarray::Array3;
 
 use super::*;
+use crate::KernelError;
 use crate::metrics::{RoiMask, pearson, score_iou};
 use crate::sim::{SimConfig, Simulation};
 
@@ -36,7 +37,7 @@ fn run(
             ..CnmfParams::default()
         },
     );
-    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(r));
+    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(r)).unwrap();
     (comps, qc, sim.ground_truth(), 96)
 }
 
@@ -120,7 +121,7 @@ fn chain(movie: &Array3<f32>) -> usize {
     let (found, _) = detect(movie.view(), &params);
     let pm = PixelMovie::from_frames(movie.view());
     let (comps, bg) = demix(&pm, found, &CnmfParams::default());
-    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(4.0));
+    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(4.0)).unwrap();
     assert_eq!(qc.len(), comps.len());
     for c in &comps {
         let _ = crate::deconv::deconvolve(&c.trace, 30.0, &crate::deconv::OasisParams::default());
@@ -256,7 +257,7 @@ fn refit_recovers_traces_of_overlapping_footprints_from_scratch() {
         background_rank: 1,
         ..CnmfParams::default()
     };
-    let (out, _) = refit(&pm, comps.clone(), &params);
+    let (out, _) = refit(&pm, comps.clone(), &params).unwrap();
     assert_eq!(out.len(), 2);
     for (c, truth) in out.iter().zip(&traces) {
         let r = pearson(
@@ -267,4 +268,80 @@ fn refit_recovers_traces_of_overlapping_footprints_from_scratch() {
     }
     // Footprints are untouched.
     assert_eq!(out[0].pixels, comps[0].pixels);
+}
+
+#[test]
+fn streamed_refit_and_qc_match_the_one_chunk_result() {
+    // A simulated field with demixed components; the refit and QC streamed over chunks of 7, 64 and
+    // 599 frames must agree with the movie held as one chunk (only float sums are reordered).
+    let mut c = SimConfig::preset("base").unwrap();
+    c.frames = 600;
+    c.height = 64;
+    c.width = 64;
+    c.seed = 5;
+    c.motion_rms_px = 0.0;
+    let sim = Simulation::new(c).unwrap();
+    let movie: Array3<f32> = sim.render(0, 600).mapv(f32::from);
+    let r = sim.config().soma_radius_px();
+    let (found, _) = detect(
+        movie.view(),
+        &DetectParams {
+            radius_px: r,
+            ..DetectParams::default()
+        },
+    );
+    let pm = PixelMovie::from_frames(movie.view());
+    let params = CnmfParams {
+        search_radius_px: 2.0 * r,
+        ..CnmfParams::default()
+    };
+    let (comps, _) = demix(&pm, found, &params);
+    assert!(comps.len() >= 3, "{} components", comps.len());
+    let (whole, bg) = refit(&pm, comps.clone(), &params).unwrap();
+    let qc = quality(&pm, &whole, &bg, &QcParams::for_radius(r)).unwrap();
+    for step in [7, 64, 599] {
+        let chunks = stream::ChunkedMovie {
+            movie: &pm,
+            frames_per_chunk: step,
+        };
+        let (parts, bg2) = refit(&chunks, comps.clone(), &params).unwrap();
+        for (a, b) in whole.iter().zip(&parts) {
+            assert_eq!(a.pixels, b.pixels);
+            let scale = a.trace.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (x, y) in a.trace.iter().zip(&b.trace) {
+                assert!((x - y).abs() <= 1e-3 * scale, "step {step}: {x} vs {y}");
+            }
+        }
+        let bscale = bg.b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (x, y) in bg.b.iter().zip(bg2.b.iter()) {
+            assert!((x - y).abs() <= 1e-3 * bscale, "step {step}: b {x} vs {y}");
+        }
+        let qc2 = quality(&chunks, &whole, &bg, &QcParams::for_radius(r)).unwrap();
+        for (a, b) in qc.iter().zip(&qc2) {
+            assert_eq!(
+                (a.size_px, a.snr, a.accepted),
+                (b.size_px, b.snr, b.accepted)
+            );
+            assert!((a.r_value - b.r_value).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+    }
+    // A reader whose chunks do not match the movie's dimensions is an error, not a panic.
+    struct Wrong<'a>(&'a PixelMovie);
+    impl FrameChunks for Wrong<'_> {
+        type Error = KernelError;
+        fn dims(&self) -> (usize, usize, usize) {
+            (self.0.frames() + 1, self.0.height, self.0.width)
+        }
+        fn for_each_chunk(&self, visit: &mut ChunkVisitor<'_>) -> Result<(), KernelError> {
+            visit(0..self.0.frames() + 1, self.0.data.view())
+        }
+    }
+    assert!(matches!(
+        refit(&Wrong(&pm), comps.clone(), &params),
+        Err(KernelError::Shape(_))
+    ));
+    assert!(matches!(
+        quality(&Wrong(&pm), &whole, &bg, &QcParams::for_radius(r)),
+        Err(KernelError::Shape(_))
+    ));
 }

@@ -13,18 +13,20 @@
 //!    merged footprint is the pixelwise maximum of its members'. Candidates are ordered by (tile, position)
 //!    before the union and the result by footprint position, so the outcome does not depend on the
 //!    order in which tiles finished.
-//! 4. A global refit ([`refit`]) re-estimates every trace and the background from all final
-//!    footprints on the whole movie, so traces carry no seam.
+//! 4. The caller ends with the global refit ([`super::refit`]), which re-estimates every trace and
+//!    the background from all final footprints, streamed over time chunks of the whole field, so
+//!    traces carry no seam.
+//!
+//! Only one tile's movie is in memory at a time: [`extract_tiled`] asks a reader for each tile's
+//! halo box, so a recording many times the memory of the process can be processed.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use ndarray::{Array2, ArrayView2, ArrayView3, s};
+use ndarray::{Array2, Array3, ArrayView2, Axis, s};
 
 use super::cnmf::find;
-use super::{
-    Background, CnmfParams, Component, DetectParams, PixelMovie, demix, detect_within, refit,
-};
+use super::{CnmfParams, Component, DetectParams, PixelMovie, demix, detect_within};
 use crate::KernelError;
 use crate::metrics::pearson;
 
@@ -49,9 +51,10 @@ pub struct MergeParams {
 /// The result of [`extract_tiled`].
 #[derive(Debug, Clone)]
 pub struct TiledExtraction {
+    /// Merged components, with the traces their tiles estimated (not yet refit).
     pub components: Vec<Component>,
-    pub background: Background,
-    /// Detection images stitched from the tiles' cores.
+    /// Mean and detection images stitched from the tiles' cores.
+    pub mean: Array2<f32>,
     pub correlation: Array2<f32>,
     pub pnr: Array2<f32>,
     /// Seeds detected over all tiles.
@@ -68,27 +71,32 @@ pub struct TileComponent {
     pub component: Component,
 }
 
-/// Detection and CNMF on each tile (in order; each runs data-parallel inside), ownership, the merge
-/// across tiles and the global refit on `whole` (the same movie, pixel-major). `seedable` (whole
-/// field) restricts seeds as in [`detect_within`]. Errors when a window's halo leaves the field or
-/// does not contain its core, or when `whole` is not the same movie's shape.
-pub fn extract_tiled(
-    movie: ArrayView3<f32>,
-    whole: &PixelMovie,
+/// Detection and CNMF on each tile (in order; each runs data-parallel inside), ownership and the
+/// merge across tiles, on a `height x width` field of `frames` frames. `read(i, window)` returns
+/// tile `i`'s halo box, (frames, halo rows, halo columns), so only one tile's movie is held at a
+/// time. `seedable` (whole field) restricts seeds as in [`detect_within`]. The components keep the
+/// traces their tiles estimated; the caller ends with the global [`super::refit`].
+///
+/// Errors when a window's halo leaves the field or does not contain its core, when a tile read
+/// has another shape than its halo box, or when the reader fails.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_tiled<E: From<KernelError>>(
+    (frames, h, w): (usize, usize, usize),
     tiles: &[TileWindow],
+    mut read: impl FnMut(usize, &TileWindow) -> Result<Array3<f32>, E>,
     detect: &DetectParams,
     seedable: Option<ArrayView2<bool>>,
     cnmf: &CnmfParams,
     merge: &MergeParams,
-) -> Result<TiledExtraction, KernelError> {
-    let (t, h, w) = movie.dim();
-    if (whole.height, whole.width, whole.frames()) != (h, w, t) {
+) -> Result<TiledExtraction, E> {
+    if let Some(m) = seedable
+        && m.dim() != (h, w)
+    {
         return Err(KernelError::Shape(format!(
-            "pixel-major movie {}x{}x{} does not match the movie {t}x{h}x{w}",
-            whole.frames(),
-            whole.height,
-            whole.width
-        )));
+            "seed mask {:?} does not match the {h}x{w} field",
+            m.dim()
+        ))
+        .into());
     }
     for (i, tile) in tiles.iter().enumerate() {
         let inside = |core: &Range<usize>, halo: &Range<usize>, n: usize| {
@@ -98,34 +106,47 @@ pub fn extract_tiled(
             return Err(KernelError::Shape(format!(
                 "tile {i}: core {:?} x {:?} must be non-empty and inside its halo {:?} x {:?}, inside the {h}x{w} field",
                 tile.core_y, tile.core_x, tile.halo_y, tile.halo_x
-            )));
+            ))
+            .into());
         }
     }
+    let mut mean = Array2::<f32>::zeros((h, w));
     let mut correlation = Array2::<f32>::zeros((h, w));
     let mut pnr = Array2::<f32>::zeros((h, w));
     let mut candidates = Vec::new();
     let mut seeds = 0;
     for (index, tile) in tiles.iter().enumerate() {
         let (hy, hx) = (tile.halo_y.clone(), tile.halo_x.clone());
-        let crop = movie.slice(s![.., hy.clone(), hx.clone()]);
+        let crop = read(index, tile)?;
+        if crop.dim() != (frames, hy.len(), hx.len()) {
+            return Err(KernelError::Shape(format!(
+                "tile {index} read as {:?}, expected its halo box ({frames}, {}, {})",
+                crop.dim(),
+                hy.len(),
+                hx.len()
+            ))
+            .into());
+        }
         let mask = seedable.map(|m| m.slice_move(s![hy.clone(), hx.clone()]));
-        let (found, images) = detect_within(crop, detect, mask);
+        let (found, images) = detect_within(crop.view(), detect, mask);
         seeds += found.len();
         let (oy, ox) = (tile.core_y.start - hy.start, tile.core_x.start - hx.start);
+        let (cy, cx) = (oy..oy + tile.core_y.len(), ox..ox + tile.core_x.len());
+        let core = s![cy.clone(), cx.clone()];
+        let whole = s![tile.core_y.clone(), tile.core_x.clone()];
         correlation
-            .slice_mut(s![tile.core_y.clone(), tile.core_x.clone()])
-            .assign(
-                &images
-                    .correlation
-                    .slice(s![oy..oy + tile.core_y.len(), ox..ox + tile.core_x.len()]),
-            );
-        pnr.slice_mut(s![tile.core_y.clone(), tile.core_x.clone()])
-            .assign(
-                &images
-                    .pnr
-                    .slice(s![oy..oy + tile.core_y.len(), ox..ox + tile.core_x.len()]),
-            );
-        let pm = PixelMovie::from_frames(crop);
+            .slice_mut(whole)
+            .assign(&images.correlation.slice(core));
+        pnr.slice_mut(whole).assign(&images.pnr.slice(core));
+        if frames > 0 {
+            let m = crop
+                .slice(s![.., cy, cx])
+                .mean_axis(Axis(0))
+                .ok_or_else(|| KernelError::Shape(format!("tile {index} has no frames")))?;
+            mean.slice_mut(whole).assign(&m);
+        }
+        let pm = PixelMovie::from_frames(crop.view());
+        drop(crop);
         let (comps, _) = demix(&pm, found, cnmf);
         let tw = hx.len();
         for mut c in comps {
@@ -147,12 +168,11 @@ pub fn extract_tiled(
         }
     }
     let kept = candidates.len();
-    let merged_comps = merge_across_tiles(candidates, h * w, w, merge.merge_threshold);
-    let merged = kept - merged_comps.len();
-    let (components, background) = refit(whole, merged_comps, cnmf);
+    let components = merge_across_tiles(candidates, h * w, w, merge.merge_threshold);
+    let merged = kept - components.len();
     Ok(TiledExtraction {
         components,
-        background,
+        mean,
         correlation,
         pnr,
         seeds,
@@ -346,28 +366,53 @@ mod tests {
     }
 
     #[test]
-    fn windows_outside_the_field_are_refused() {
+    fn windows_outside_the_field_and_misshapen_reads_are_refused() {
         let movie = ndarray::Array3::<f32>::zeros((20, 16, 16));
-        let pm = PixelMovie::from_frames(movie.view());
+        let merge = MergeParams {
+            margin_px: 1.0,
+            merge_threshold: 0.8,
+        };
+        let run = |window: TileWindow| {
+            extract_tiled::<KernelError>(
+                (20, 16, 16),
+                &[window],
+                |_, t| {
+                    Ok(movie
+                        .slice(s![.., t.halo_y.clone(), t.halo_x.clone()])
+                        .to_owned())
+                },
+                &DetectParams::default(),
+                None,
+                &CnmfParams::default(),
+                &merge,
+            )
+        };
         let bad = TileWindow {
             core_y: 0..8,
             core_x: 0..8,
             halo_y: 0..20,
             halo_x: 0..12,
         };
-        let merge = MergeParams {
-            margin_px: 1.0,
-            merge_threshold: 0.8,
+        assert!(matches!(run(bad), Err(KernelError::Shape(_))));
+        // A reader that returns another box than the halo.
+        let window = TileWindow {
+            core_y: 0..8,
+            core_x: 0..8,
+            halo_y: 0..12,
+            halo_x: 0..12,
         };
-        let r = extract_tiled(
-            movie.view(),
-            &pm,
-            &[bad],
+        let r = extract_tiled::<KernelError>(
+            (20, 16, 16),
+            &[window],
+            |_, _| Ok(movie.clone()),
             &DetectParams::default(),
             None,
             &CnmfParams::default(),
             &merge,
         );
-        assert!(matches!(r, Err(KernelError::Shape(_))));
+        match r {
+            Err(KernelError::Shape(m)) => assert!(m.contains("tile 0 read as"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
