@@ -15,3 +15,4 @@ mod interop;
 mod register;
 mod simulate;
 mod tiles;
+mod workflow;

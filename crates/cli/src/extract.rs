@@ -52,7 +52,7 @@ pub struct Args {
     pub bin_frames: Option<u32>,
     /// Order of the OASIS autoregressive model: 1 (decay only) or 2 (rise and decay; on the CASCADE
     /// recordings with electrophysiology it gives spike rates closer to the truth, docs/ACCURACY.md).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    #[arg(long, default_value_t = DEFAULT_AR_ORDER, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub ar_order: u8,
     /// On a movie written by `tessera register`: seed cells only where the field was in view in at
     /// least this fraction of frames (near the borders, content moves out of view).
@@ -80,6 +80,9 @@ pub enum MorphologyArg {
     Soma,
     Any,
 }
+
+/// Default of `--ar-order` (and of the workflow catalogue's `deconvolve.order`).
+pub const DEFAULT_AR_ORDER: u8 = 2;
 
 /// Frames in about 100 ms, the rise time of GCaMP transients: binning that far keeps a transient's
 /// shape while averaging shot noise down.

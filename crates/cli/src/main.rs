@@ -15,6 +15,7 @@ mod register;
 mod simulate;
 mod summarize;
 mod transform;
+mod workflow;
 
 /// tessera: scalable, reproducible analysis of calcium and voltage imaging recordings.
 #[derive(Debug, Parser)]
@@ -44,6 +45,12 @@ enum Command {
     Summarize(summarize::Args),
     /// Generate a simulated recording with ground truth.
     Simulate(simulate::Args),
+    /// Check workflow files: schema, parameters and stage order, every problem with line and column.
+    Validate(workflow::ValidateArgs),
+    /// List the stages a workflow may use, with their parameters, types, defaults and docs.
+    Stages(workflow::StagesArgs),
+    /// Print the tile plan of a workflow on a recording: tasks per stage, memory, dependencies.
+    Plan(workflow::PlanArgs),
 }
 
 /// Makes freed working arrays go back to the system at once, so the process's memory follows what
@@ -84,6 +91,9 @@ fn main() -> ExitCode {
         Command::Register(a) => register::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Summarize(a) => summarize::run(a),
+        Command::Validate(a) => workflow::validate(a),
+        Command::Stages(a) => workflow::stages(a),
+        Command::Plan(a) => workflow::plan(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

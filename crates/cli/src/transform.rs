@@ -86,38 +86,10 @@ pub fn refuse_overlap(input: &str, output: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses a byte size: a number with an optional unit, `B`, `kB`/`MB`/`GB`/`TB` (powers of 1000) or
-/// `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), case-insensitive, e.g. `2GiB`, `1.5GB`, `500000000`.
+/// Parses a byte size such as `2GiB` or `500MB` (the workflow's `resources.memory_per_task`
+/// syntax), for clap.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size: expected a number and a unit such as 2GiB"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "tb" | "t" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0_f64.powi(4),
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}: use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB"
-            ));
-        }
-    };
-    let bytes = value * scale;
-    if !(bytes.is_finite() && bytes >= 1.0 && bytes < 2f64.powi(63)) {
-        return Err(format!("{s:?} is not a usable size"));
-    }
-    Ok(bytes as u64)
+    tessera_workflow::parse_bytes(s)
 }
 
 /// The process's peak resident memory (VmHWM) in bytes, where the system reports it (Linux).
@@ -132,24 +104,4 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_bytes;
-
-    #[test]
-    fn sizes_parse_with_decimal_and_binary_units() {
-        assert_eq!(parse_bytes("2GiB"), Ok(2 * 1024 * 1024 * 1024));
-        assert_eq!(parse_bytes("1.5 GB"), Ok(1_500_000_000));
-        assert_eq!(parse_bytes("64mib"), Ok(64 << 20));
-        assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(
-            parse_bytes("2 parsecs")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
-        assert!(parse_bytes("GiB").is_err());
-        assert!(parse_bytes("0").is_err());
-    }
 }

@@ -1,0 +1,115 @@
+//! The validated workflow: every default filled in, so that the normalized form (its JSON) says
+//! exactly how a run is made and hashes the same whatever the YAML's layout.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The only schema version this build reads.
+pub const API_VERSION: &str = "tessera/v1";
+
+/// The `kind` of a workflow document.
+pub const KIND: &str = "Workflow";
+
+/// A validated workflow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Workflow {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub input: Input,
+    pub stages: Vec<Stage>,
+    pub outputs: Outputs,
+    pub resources: Resources,
+}
+
+/// Free-form description of the workflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Metadata {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+/// The recording to process. Any field may instead be given on the command line (`--input`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Input {
+    pub uri: Option<String>,
+    /// Array path inside the store (default: the recording's own choice).
+    pub array: Option<String>,
+    /// Overrides the recording's frame rate (Hz).
+    pub frame_rate_hz: Option<f64>,
+    /// Overrides the recording's pixel size (micrometres).
+    pub pixel_size_um: Option<f64>,
+}
+
+/// One stage of the workflow.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// Unique name within the workflow (default: the stage's name).
+    pub id: String,
+    /// The catalogue stage it runs.
+    pub uses: String,
+    /// Every parameter of the stage, defaults filled in (`null`: auto).
+    pub with: BTreeMap<String, Value>,
+    pub tile: TileSettings,
+}
+
+/// Per-stage overrides of the tile planner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TileSettings {
+    /// Core edge of spatial and spatiotemporal tiles, in pixels.
+    pub size_px: Option<u64>,
+    /// Frames per task of temporal and spatiotemporal tiles.
+    pub frames: Option<u64>,
+    /// Halo of spatial and spatiotemporal tiles, in pixels (default: twice the cell radius).
+    pub halo_px: Option<u64>,
+}
+
+/// Where results go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Outputs {
+    pub uri: Option<String>,
+    pub overwrite: bool,
+}
+
+/// What each task may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// Memory one task may use, in bytes (the tile planner sizes tiles to it).
+    pub memory_per_task_bytes: u64,
+    /// Attempts after the first for a task that failed for a retryable reason.
+    pub retries: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            memory_per_task_bytes: 2 << 30,
+            retries: 3,
+        }
+    }
+}
+
+impl Workflow {
+    /// The normalized workflow as JSON (keys sorted, defaults explicit).
+    pub fn normalized(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The stage ids in order, joined by arrows.
+    pub fn chain(&self) -> String {
+        self.stages
+            .iter()
+            .map(|s| {
+                if s.id == s.uses {
+                    s.id.clone()
+                } else {
+                    format!("{} ({})", s.id, s.uses)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
+}
