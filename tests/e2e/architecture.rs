@@ -109,7 +109,10 @@ fn crate_dependency_rules_hold() {
         "tessera-coordinator",
         &["tessera-kernels", "tessera-io", "zarrs"],
     );
-    forbid("tessera-worker", &["tessera-workflow", "marked-yaml", "serde-saphyr"]);
+    forbid(
+        "tessera-worker",
+        &["tessera-workflow", "marked-yaml", "serde-saphyr"],
+    );
     forbid(
         "tessera-workflow",
         &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"],

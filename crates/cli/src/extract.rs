@@ -407,100 +407,94 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         qc_params.max_size_px = usize::MAX;
     }
     let (t, h, w) = (shape.t as usize, shape.y as usize, shape.x as usize);
-    let (mean, comps, bg, qc, images, n_seeds, tiling) = if args.tile_size.is_none()
-        && args.memory_budget.is_none()
-    {
-        let movie = rec
-            .read_box_f32(&shape.full_box())
-            .with_context(|| format!("failed to read {}", args.io.uri))?;
-        if let Some(((t, y, x), v)) = movie.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            bail!(
-                "{} holds a non-finite value ({v}) at frame {t}, pixel ({y}, {x}): extraction needs finite data (crop or fill such pixels first)",
-                args.io.uri
+    let (mean, comps, bg, qc, images, n_seeds, tiling) =
+        if args.tile_size.is_none() && args.memory_budget.is_none() {
+            let movie = rec
+                .read_box_f32(&shape.full_box())
+                .with_context(|| format!("failed to read {}", args.io.uri))?;
+            check_finite(&movie, &args.io.uri, (0, 0, 0))?;
+            let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
+            let (found, images) = detect_within(
+                movie.view(),
+                &detect_params,
+                seedable.as_ref().map(|m| m.view()),
             );
-        }
-        let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
-        let (found, images) = detect_within(
-            movie.view(),
-            &detect_params,
-            seedable.as_ref().map(|m| m.view()),
-        );
-        // Detection's working copies are gone; hold the movie once, pixel-major.
-        let pm = PixelMovie::from_frames(movie.view());
-        drop(movie);
-        let n_seeds = found.len();
-        let (comps, _) = demix(&pm, found, &cnmf_params);
-        // The same final step as the tiled path: traces and background refit from the final
-        // footprints, so a tiled and an untiled run differ only where their footprints do.
-        let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
-        let qc = quality(&pm, &comps, &bg, &qc_params)?;
-        (
-            mean,
-            comps,
-            bg,
-            qc,
-            images,
-            n_seeds,
-            serde_json::Value::Null,
-        )
-    } else {
-        let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
-        let plan = plan_streaming(
-            shape,
-            rec.chunks(),
-            radius,
-            budget,
-            args.tile_size,
-            args.morphology,
-        )?;
-        let merge = MergeParams {
-            margin_px: radius / 2.0,
-            merge_threshold: args.merge_threshold,
-        };
-        let bin = plan.bin_frames.max(1);
-        // On binned tiles, detection's own binning shrinks by the same factor.
-        let tile_detect = DetectParams {
-            bin_frames: detect_params.bin_frames.div_ceil(bin as usize),
-            ..detect_params.clone()
-        };
-        let mut r = extract_tiled(
-            (t.div_ceil(bin as usize), h, w),
-            &plan.windows,
-            |_, window| read_tile(&rec, &args.io.uri, window, bin),
-            &tile_detect,
-            seedable.as_ref().map(|m| m.view()),
-            &cnmf_params,
-            &merge,
-        )?;
-        if bin > 1 {
-            // The refit starts from the tiles' traces held over each bin's frames.
-            for c in &mut r.components {
-                c.trace = (0..t)
-                    .map(|i| c.trace.get(i / bin as usize).copied().unwrap_or(0.0))
-                    .collect();
+            // Detection's working copies are gone; hold the movie once, pixel-major.
+            let pm = PixelMovie::from_frames(movie.view());
+            drop(movie);
+            let n_seeds = found.len();
+            let (comps, _) = demix(&pm, found, &cnmf_params);
+            // The same final step as the tiled path: traces and background refit from the final
+            // footprints, so a tiled and an untiled run differ only where their footprints do.
+            let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
+            let qc = quality(&pm, &comps, &bg, &qc_params)?;
+            (
+                mean,
+                comps,
+                bg,
+                qc,
+                images,
+                n_seeds,
+                serde_json::Value::Null,
+            )
+        } else {
+            let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
+            let plan = plan_streaming(
+                shape,
+                rec.chunks(),
+                radius,
+                budget,
+                args.tile_size,
+                args.morphology,
+            )?;
+            let merge = MergeParams {
+                margin_px: radius / 2.0,
+                merge_threshold: args.merge_threshold,
+            };
+            let bin = plan.bin_frames.max(1);
+            // On binned tiles, detection's own binning shrinks by the same factor.
+            let tile_detect = DetectParams {
+                bin_frames: detect_params.bin_frames.div_ceil(bin as usize),
+                ..detect_params.clone()
+            };
+            let mut r = extract_tiled(
+                (t.div_ceil(bin as usize), h, w),
+                &plan.windows,
+                |_, window| read_tile(&rec, &args.io.uri, window, bin),
+                &tile_detect,
+                seedable.as_ref().map(|m| m.view()),
+                &cnmf_params,
+                &merge,
+            )?;
+            if bin > 1 {
+                // The refit starts from the tiles' traces held over each bin's frames.
+                for c in &mut r.components {
+                    c.trace = (0..t)
+                        .map(|i| c.trace.get(i / bin as usize).copied().unwrap_or(0.0))
+                        .collect();
+                }
             }
-        }
-        log_phase("tiles", started);
-        let frames = RecordingFrames {
-            rec: &rec,
-            uri: &args.io.uri,
-            runs: plan.frame_runs.clone(),
-        };
-        let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
-        log_phase("refit", started);
-        let qc = quality(&frames, &comps, &bg, &qc_params)?;
-        log_phase("qc", started);
-        let report = json!({"tiles": plan.windows.len(), "tile_px": plan.tile_px,
+            log_phase("tiles", started);
+            let frames = RecordingFrames {
+                rec: &rec,
+                uri: &args.io.uri,
+                runs: plan.frame_runs.clone(),
+            };
+            let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
+            log_phase("refit", started);
+            let qc = quality(&frames, &comps, &bg, &qc_params)?;
+            log_phase("qc", started);
+            let report = json!({"tiles": plan.windows.len(), "tile_px": plan.tile_px,
                 "halo_px": plan.halo_px, "margin_px": merge.margin_px,
                 "memory_budget_bytes": budget, "frames_per_run": plan.frames_per_run,
                 "tile_bin_frames": bin,
                 "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
-        let images = DetectionImages {
-            correlation: r.correlation,
-            pnr: r.pnr,
+            let images = DetectionImages {
+                correlation: r.correlation,
+                pnr: r.pnr,
+            };
+            (r.mean, comps, bg, qc, images, r.seeds, report)
         };
-        (r.mean, comps, bg, qc, images, r.seeds, report)
-    };
     // A trace OASIS cannot take (e.g. too short) leaves that component's spikes missing (NaN) and
     // says why in qc.json; it does not fail the other components.
     let oasis_params = OasisParams {
