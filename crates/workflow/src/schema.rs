@@ -93,9 +93,11 @@ impl Default for Resources {
 }
 
 impl Workflow {
-    /// The normalized workflow as JSON (keys sorted, defaults explicit).
+    /// The normalized workflow as JSON: defaults explicit, keys sorted at every level (whether or
+    /// not serde_json preserves insertion order in this build), so equal workflows print and hash
+    /// the same.
     pub fn normalized(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        canonical(serde_json::to_value(self).unwrap_or(Value::Null))
     }
 
     /// The stage ids in order, joined by arrows.
@@ -111,5 +113,23 @@ impl Workflow {
             })
             .collect::<Vec<_>>()
             .join(" -> ")
+    }
+}
+
+/// `v` with the keys of every object in sorted order.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
     }
 }
