@@ -58,7 +58,7 @@ fn the_example_workflows_validate_and_plan_on_a_recording() {
         "--json",
     ]);
     let small: serde_json::Value = serde_json::from_str(&small).unwrap();
-    let detect = small["stages"]
+    let detect = small["plan"]["stages"]
         .as_array()
         .unwrap()
         .iter()
@@ -68,6 +68,28 @@ fn the_example_workflows_validate_and_plan_on_a_recording() {
     for t in detect["tiles"].as_array().unwrap() {
         assert!(t["memory_bytes"].as_u64().unwrap() <= 64_000_000, "{t}");
     }
+    // One key per task, stable from run to run.
+    let keys = &small["task_keys"];
+    let index = small["plan"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|s| s["name"] == "detect")
+        .unwrap();
+    assert_eq!(keys[index].as_array().unwrap().len(), 16);
+    let again: serde_json::Value = serde_json::from_str(&ok(&[
+        "plan",
+        &example("two-photon.yaml"),
+        "--input",
+        sim,
+        "--memory-budget",
+        "64MB",
+        "--tile-size",
+        "64",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(again["task_keys"], *keys);
 }
 
 #[test]

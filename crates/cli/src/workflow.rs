@@ -134,8 +134,11 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     };
     let plan = tessera_workflow::plan(&w, &geometry, args.memory_budget, args.tile_size)
         .with_context(|| format!("cannot plan {} on {uri}", args.file.display()))?;
+    let digest = input_digest(&rec);
+    let keys = tessera_workflow::task_keys(&w, &plan, &digest);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        let out = serde_json::json!({"input_digest": digest, "plan": plan, "task_keys": keys});
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let s = geometry.shape;
@@ -183,8 +186,27 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
             peak as f64 / 1e6,
         );
     }
-    println!("  {} tasks in all", plan.task_count());
+    println!(
+        "  {} tasks in all; input digest {} (task keys: --json)",
+        plan.task_count(),
+        &digest[..16]
+    );
     Ok(())
+}
+
+/// Identity of a recording for task keys: SHA-256 of its array's description (shape, dtype,
+/// chunks, codecs and attributes) as JSON. It names the recording's layout and metadata, not its
+/// pixels; content digests of inputs and outputs belong to the per-task provenance records.
+fn input_digest(rec: &tessera_io::Recording) -> String {
+    let s = rec.shape();
+    let description = serde_json::json!({
+        "shape": [s.t, s.y, s.x],
+        "dtype": format!("{:?}", rec.dtype()),
+        "chunks": rec.chunks(),
+        "codecs": rec.codecs(),
+        "attributes": rec.attributes(),
+    });
+    tessera_workflow::keys::sha256_hex(description.to_string().as_bytes())
 }
 
 #[cfg(test)]

@@ -25,12 +25,14 @@
 pub mod catalog;
 mod error;
 mod graph;
+pub mod keys;
 mod parse;
 pub mod plan;
 pub mod schema;
 
 pub use catalog::{DataKind, ParamSpec, ParamType, StageSpec, catalog, stage};
 pub use error::{Diagnostic, WorkflowError};
+pub use keys::task_keys;
 pub use parse::parse_bytes;
 pub use plan::{RecordingGeometry, cell_radius_px, plan};
 pub use schema::{Input, Outputs, Resources, Stage, TileSettings, Workflow};

@@ -279,3 +279,84 @@ fn sizes_parse_with_decimal_and_binary_units() {
     assert!(parse_bytes("GiB").is_err());
     assert!(parse_bytes("0").is_err());
 }
+
+#[test]
+fn one_changed_parameter_changes_the_keys_of_exactly_the_affected_tasks() {
+    let base = std::fs::read_to_string(examples_dir().join("two-photon.yaml")).unwrap();
+    let geometry = RecordingGeometry {
+        shape: Shape3 {
+            t: 3000,
+            y: 512,
+            x: 512,
+        },
+        chunks: [64, 128, 128],
+        pixel_size_um: Some(1.0),
+    };
+    let keys_of = |text: &str, digest: &str| {
+        let w = parse(text, "w.yaml").unwrap();
+        let p = plan(&w, &geometry, Some(512 << 20), None).unwrap();
+        let names: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
+        (names, task_keys(&w, &p, digest))
+    };
+    let (names, keys) = keys_of(&base, "recording-a");
+    assert_eq!(names, ["register", "detect", "demix", "qc"]);
+    // Deterministic, and all distinct.
+    assert_eq!(keys, keys_of(&base, "recording-a").1);
+    let mut all: Vec<&String> = keys.iter().flatten().collect();
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n, "task keys collide");
+    // Which stages' keys changed, given an edit of the workflow text.
+    let changed = |edited: &str| -> Vec<&str> {
+        let (_, k) = keys_of(edited, "recording-a");
+        names
+            .iter()
+            .zip(keys.iter().zip(&k))
+            .map(|(n, (a, b))| {
+                // Within a stage, either every task changes or none does.
+                let diff = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                assert!(
+                    diff == 0 || diff == a.len(),
+                    "{n}: {diff} of {} changed",
+                    a.len()
+                );
+                (n.as_str(), diff > 0)
+            })
+            .filter(|(_, d)| *d)
+            .map(|(n, _)| n)
+            .collect()
+    };
+    let qc = base.replace("  - uses: qc\n", "  - uses: qc\n    with: {min_snr: 2.5}\n");
+    assert_eq!(changed(&qc), ["qc"]);
+    let detect = base.replace(
+        "  - uses: detect\n",
+        "  - uses: detect\n    with: {min_corr: 0.7}\n",
+    );
+    assert_eq!(changed(&detect), ["detect", "demix", "qc"]);
+    let register = base.replace(
+        "  - uses: register\n",
+        "  - uses: register\n    with: {max_shift_px: 20}\n",
+    );
+    assert_eq!(changed(&register), ["register", "detect", "demix", "qc"]);
+    // Deconvolution is not tiled (reads no pixels): its parameters touch no tiled task.
+    let deconv = base.replace(
+        "  - uses: deconvolve\n",
+        "  - uses: deconvolve\n    with: {order: 1}\n",
+    );
+    assert!(changed(&deconv).is_empty());
+    // Renaming a stage does not change what it computes; metadata neither.
+    let renamed = base
+        .replace("  - uses: qc\n", "  - id: quality\n    uses: qc\n")
+        .replace("name: two-photon", "name: renamed");
+    let (_, k) = keys_of(&renamed, "recording-a");
+    assert_eq!(k, keys);
+    // Another recording: every key changes.
+    let (_, other) = keys_of(&base, "recording-b");
+    assert!(
+        keys.iter()
+            .flatten()
+            .zip(other.iter().flatten())
+            .all(|(a, b)| a != b)
+    );
+}
