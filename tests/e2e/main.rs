@@ -12,6 +12,7 @@ mod evaluate;
 mod extract;
 mod ingest;
 mod interop;
+mod provenance;
 mod register;
 mod simulate;
 mod tiles;

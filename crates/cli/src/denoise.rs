@@ -62,6 +62,7 @@ fn segments(t: u64, len: u64, ct: u64) -> Vec<(u64, u64)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let began = crate::provenance::Started::now();
     let rec = args.io.open_input()?;
     let shape = rec.shape();
     let params = DenoiseParams {
@@ -161,6 +162,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serde_json::Map::new(),
         )?;
     }
+    output.set_provenance(crate::provenance::record(
+        "denoise",
+        began,
+        &[&args.io.uri],
+    )?)?;
     let location = output.finish()?;
     let weighted = |key: &str| {
         reports

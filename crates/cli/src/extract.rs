@@ -348,6 +348,7 @@ impl FrameChunks for RecordingFrames<'_> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let began = crate::provenance::Started::now();
     let rec = args.io.open_input()?;
     let shape = rec.shape();
     let radius = args
@@ -626,6 +627,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .collect();
     output.write_file("rois/regions.json", regions_to_json(&regions).into_bytes())?;
+    output.set_provenance(crate::provenance::record(
+        "extract",
+        began,
+        &[&args.io.uri],
+    )?)?;
     let location = output.finish()?;
     let peak = crate::transform::peak_rss_bytes().map_or_else(String::new, |b| {
         format!(", peak memory {:.0} MB", b as f64 / 1e6)

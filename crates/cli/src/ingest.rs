@@ -60,10 +60,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut bar = None;
     let started = std::time::Instant::now();
-    let report = ingest_tiff(&args.source, &args.out, &options, &mut |done, total| {
-        let b = bar.get_or_insert_with(|| crate::progress::frames(total, "ingest"));
-        b.set_position(done);
-    })
+    let began = crate::provenance::Started::now();
+    let source = args.source.display().to_string();
+    let report = ingest_tiff(
+        &args.source,
+        &args.out,
+        &options,
+        &mut |done, total| {
+            let b = bar.get_or_insert_with(|| crate::progress::frames(total, "ingest"));
+            b.set_position(done);
+        },
+        &mut || {
+            crate::provenance::record("ingest", began, &[&source])
+                .map(Some)
+                .map_err(|e| tessera_io::IoError::Invalid(format!("{e:#}")))
+        },
+    )
     .with_context(|| {
         format!(
             "failed to ingest {} into {}",

@@ -11,6 +11,7 @@ mod extract;
 mod ingest;
 mod inspect;
 mod progress;
+mod provenance;
 mod register;
 mod simulate;
 mod summarize;
@@ -45,6 +46,8 @@ enum Command {
     Summarize(summarize::Args),
     /// Generate a simulated recording with ground truth.
     Simulate(simulate::Args),
+    /// Re-hash an output and its inputs against its provenance record; name every difference.
+    Verify(provenance::VerifyArgs),
     /// Check workflow files: schema, parameters and stage order, every problem with line and column.
     Validate(workflow::ValidateArgs),
     /// List the stages a workflow may use, with their parameters, types, defaults and docs.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Simulate(a) => simulate::run(a),
         Command::Summarize(a) => summarize::run(a),
         Command::Validate(a) => workflow::validate(a),
+        Command::Verify(a) => provenance::verify(a),
         Command::Stages(a) => workflow::stages(a),
         Command::Plan(a) => workflow::plan(a),
     };

@@ -172,6 +172,7 @@ fn register_into<T: Sample>(
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let began = crate::provenance::Started::now();
     let rec = args.io.open_input()?;
     let shape = rec.shape();
     let params = RigidParams {
@@ -292,6 +293,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serde_json::Map::new(),
         )?;
     }
+    output.set_provenance(crate::provenance::record(
+        "register",
+        began,
+        &[&args.io.uri],
+    )?)?;
     let location = output.finish()?;
     let max = shifts
         .iter()

@@ -161,6 +161,7 @@ fn resolve_config(args: &Args) -> anyhow::Result<SimConfig> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let began = crate::provenance::Started::now();
     if args.list_presets {
         for p in PRESETS {
             let c = SimConfig::preset(p)?;
@@ -231,6 +232,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let gt = sim.ground_truth();
     write_ground_truth(&output, &gt, &config, w)
         .with_context(|| format!("failed to write ground truth to {out}"))?;
+    let config_input = args.config.as_ref().map(|c| c.display().to_string());
+    let inputs: Vec<&str> = config_input.iter().map(String::as_str).collect();
+    output.set_provenance(crate::provenance::record("simulate", began, &inputs)?)?;
     let location = output.finish()?;
     let active = gt.cells.iter().filter(|c| c.active).count();
     let spikes: u64 = gt.spikes.iter().map(|&s| u64::from(s)).sum();

@@ -15,6 +15,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let began = crate::provenance::Started::now();
     let rec = args.io.open_input()?;
     let shape = rec.shape();
     let (h, w) = (shape.y as usize, shape.x as usize);
@@ -81,6 +82,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             none(),
         )?;
     }
+    output.set_provenance(crate::provenance::record(
+        "summarize",
+        began,
+        &[&args.io.uri],
+    )?)?;
     let location = output.finish()?;
     let cmax = correlation.iter().copied().fold(f32::MIN, f32::max);
     println!(

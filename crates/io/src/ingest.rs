@@ -58,12 +58,14 @@ from_decoded!(f32, F32);
 from_decoded!(f64, F64);
 
 /// Converts the TIFF recording at `source` into a Zarr v3 recording at `dest`.
-/// `progress(frames_done, frames_total)` is called after each block of frames.
+/// `progress(frames_done, frames_total)` is called after each block of frames; `provenance()` once
+/// the frames are written, for the record to set on the output (see [`Output::set_provenance`]).
 pub fn ingest_tiff(
     source: &Path,
     dest: &str,
     options: &IngestOptions,
     progress: &mut dyn FnMut(u64, u64),
+    provenance: &mut dyn FnMut() -> Result<Option<serde_json::Value>, IoError>,
 ) -> Result<IngestReport, IoError> {
     for (name, v) in [
         ("frame rate", options.frame_rate_hz),
@@ -108,6 +110,9 @@ pub fn ingest_tiff(
         Dtype::Int64 => copy_frames::<i64>(&src, &output, &write, progress)?,
         Dtype::Float32 => copy_frames::<f32>(&src, &output, &write, progress)?,
         Dtype::Float64 => copy_frames::<f64>(&src, &output, &write, progress)?,
+    }
+    if let Some(record) = provenance()? {
+        output.set_provenance(record)?;
     }
     let location = output.finish()?;
     Ok(IngestReport {

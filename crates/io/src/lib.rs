@@ -14,6 +14,8 @@
 
 mod error;
 mod ingest;
+pub mod manifest;
+pub mod provenance;
 mod recording;
 mod store;
 mod tiff_source;
@@ -22,6 +24,8 @@ mod writer;
 
 pub use error::IoError;
 pub use ingest::{IngestOptions, IngestReport, ingest_tiff};
+pub use manifest::{Difference, FileDigest, Manifest};
+pub use provenance::{Verification, verify};
 pub use recording::{DEFAULT_ARRAY_PATHS, Recording};
 pub use store::Store;
 pub use tiff_source::{FrameIter, TiffSource};

@@ -118,6 +118,8 @@ pub struct Output {
     staging: Option<(PathBuf, PathBuf)>,
     /// Attributes of the root group; its `tessera.status` stays `incomplete` until `finish`.
     root: std::sync::Mutex<serde_json::Map<String, serde_json::Value>>,
+    /// The provenance record to write with the manifest when the output is finished.
+    provenance: std::sync::Mutex<Option<serde_json::Value>>,
     finished: bool,
 }
 
@@ -171,6 +173,7 @@ impl Output {
                     target: target.clone(),
                     staging: Some((staging, path.clone())),
                     root: Default::default(),
+                    provenance: Default::default(),
                     finished: false,
                 })
             }
@@ -201,6 +204,7 @@ impl Output {
                     target,
                     staging: None,
                     root: Default::default(),
+                    provenance: Default::default(),
                     finished: false,
                 };
                 // Mark the output incomplete before anything else lands in it.
@@ -341,7 +345,21 @@ impl Output {
         self.store.set(key, bytes)
     }
 
-    /// Makes the output visible at its final location. Call once everything is written.
+    /// Sets the provenance record (how the output was made: tool, command, inputs with their
+    /// manifests, times) that [`Output::finish`] writes, with the output's own manifest, under
+    /// `provenance/` and as an RO-Crate (`ro-crate-metadata.json`), see [`crate::provenance`].
+    pub fn set_provenance(&self, record: serde_json::Value) -> Result<(), IoError> {
+        *self
+            .provenance
+            .lock()
+            .map_err(|_| IoError::Invalid("provenance record poisoned".into()))? = Some(record);
+        Ok(())
+    }
+
+    /// Makes the output visible at its final location. Call once everything is written. With a
+    /// provenance record set, the output's manifest (SHA-256 of every stored object) is computed
+    /// after the status flips to complete and written with the record before the output appears
+    /// at its final location (on object stores, the record lands just after the status).
     pub fn finish(mut self) -> Result<Location, IoError> {
         // The root's status flips last: readers of object stores see `complete` only now.
         let attrs = {
@@ -352,6 +370,20 @@ impl Output {
             with_status(&root, STATUS_COMPLETE)
         };
         self.write_group_at("/", attrs)?;
+        let record = self
+            .provenance
+            .lock()
+            .map_err(|_| IoError::Invalid("provenance record poisoned".into()))?
+            .take();
+        if let Some(record) = record {
+            let written = match &self.staging {
+                Some((staging, _)) => Location::File(staging.clone()),
+                None => self.target.clone(),
+            };
+            for (key, bytes) in crate::provenance::finish_record(record, &written, &self.target)? {
+                self.store.set(&key, bytes)?;
+            }
+        }
         if let Some((staging, path)) = &self.staging {
             // Swap in the new output without a moment where neither exists: move the old one
             // aside, rename the staging folder into place, then delete the old one (restoring it

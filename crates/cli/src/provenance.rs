@@ -1,0 +1,180 @@
+//! The provenance record every command that writes an output sets on it (see
+//! `tessera_io::provenance` for the layout): which tool and commit, the command line, where and
+//! when it ran (host, Slurm and Kubernetes ids), its peak memory, and each input with the manifest
+//! of what was read, so `tessera verify` can tell later whether the output or an input changed.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tessera_io::{Location, Manifest};
+
+/// When a command started, for its record.
+#[derive(Debug, Clone, Copy)]
+pub struct Started(SystemTime);
+
+impl Started {
+    pub fn now() -> Started {
+        Started(SystemTime::now())
+    }
+}
+
+/// The record for `command` (e.g. "extract") reading `inputs` (URIs or paths). Each input is
+/// digested now: SHA-256 of every stored object.
+pub fn record(command: &str, started: Started, inputs: &[&str]) -> anyhow::Result<Value> {
+    let mut described = Vec::new();
+    for uri in inputs {
+        let loc =
+            Location::parse(uri).with_context(|| format!("cannot parse input location {uri}"))?;
+        // A filesystem input is recorded by its absolute path, so the record can be checked from
+        // anywhere.
+        let loc = match loc {
+            Location::File(p) => Location::File(std::fs::canonicalize(&p).unwrap_or(p)),
+            other => other,
+        };
+        // An input that cannot be listed (an HTTP store) is recorded without a manifest: the
+        // run is not failed for it, and `verify` reports that input as not checkable.
+        match Manifest::of(&loc, &[]) {
+            Ok(manifest) => described.push(json!({
+                "uri": loc.to_string(),
+                "manifest_sha256": manifest.digest(),
+                "files": manifest.files.len(),
+                "bytes": manifest.files.values().map(|f| f.size).sum::<u64>(),
+                "manifest": manifest,
+            })),
+            Err(e) => {
+                tracing::warn!(input = %loc, cause = %e, "input not digested for provenance");
+                described.push(json!({
+                    "uri": loc.to_string(),
+                    "manifest": null,
+                    "digest_error": e.to_string(),
+                }));
+            }
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let scheduler: serde_json::Map<String, Value> = [
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_CLUSTER_NAME",
+        "KUBERNETES_SERVICE_HOST",
+        "POD_NAME",
+        "POD_NAMESPACE",
+    ]
+    .iter()
+    .filter_map(|k| env(k).map(|v| ((*k).to_string(), Value::String(v))))
+    .collect();
+    let finished = SystemTime::now();
+    Ok(json!({
+        "tool": {
+            "name": "tessera",
+            "version": env!("CARGO_PKG_VERSION"),
+            "git_commit": env!("TESSERA_GIT_COMMIT"),
+        },
+        "command_name": command,
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "host": hostname(),
+        "scheduler": scheduler,
+        "started_at": rfc3339(started.0),
+        "finished_at": rfc3339(finished),
+        "wall_s": finished.duration_since(started.0).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        "peak_rss_bytes": crate::transform::peak_rss_bytes(),
+        "threads": rayon::current_num_threads(),
+        "inputs": described,
+    }))
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `t` as an RFC 3339 UTC timestamp with milliseconds (days to civil date after Hinnant's
+/// `civil_from_days`).
+fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// An output written by a tessera command (path or URI).
+    pub output: String,
+}
+
+/// `tessera verify`: re-hashes an output and its inputs against its provenance record; exits
+/// non-zero and names every object that differs.
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let loc = Location::parse(&args.output)?;
+    let v = tessera_io::verify(&loc).with_context(|| format!("cannot verify {}", args.output))?;
+    let mut problems = 0;
+    if v.output.is_empty() {
+        println!(
+            "output {}: {} files match the manifest",
+            args.output, v.output_files
+        );
+    } else {
+        for d in &v.output {
+            eprintln!("output {}: {d}", args.output);
+        }
+        problems += v.output.len();
+    }
+    for (uri, r) in &v.inputs {
+        match r {
+            Ok(diffs) if diffs.is_empty() => println!("input {uri}: unchanged"),
+            Ok(diffs) => {
+                for d in diffs {
+                    eprintln!("input {uri}: {d}");
+                }
+                problems += diffs.len();
+            }
+            Err(e) => {
+                eprintln!("input {uri}: cannot be checked: {e}");
+                problems += 1;
+            }
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!(
+            "{} does not match its provenance record: {problems} difference(s)",
+            args.output
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(super::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_914_061_250);
+        assert_eq!(super::rfc3339(t), "2026-11-29T01:01:01.250Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(super::rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+}
