@@ -17,6 +17,11 @@ echo "== extract (detection, CNMF demixing, QC, OASIS deconvolution)"
 "$bin" extract "$out/registered.zarr" --out "$out/rois.zarr" --overwrite
 echo "== evaluate against the simulation's ground truth"
 "$bin" evaluate --truth "$out/sim.zarr" --estimate "$out/rois.zarr"
+echo "== verify: re-hash the output and its input against the provenance record"
+"$bin" verify "$out/rois.zarr"
+echo "== the same pipeline as a workflow: validate it and print its tile plan for this recording"
+"$bin" validate workflows/two-photon.yaml
+"$bin" plan workflows/two-photon.yaml --input "$out/registered.zarr"
 nf=../shared/data/neurofinder.01.01
 if [ -d "$nf/images" ]; then
   echo "== real data: neurofinder.01.01 (101 frames, labelled by the Hausser lab)"

@@ -85,6 +85,14 @@ fn outputs_carry_provenance_and_verify_detects_changed_outputs_and_inputs() {
             .ends_with("sim.zarr")
     );
 
+    let shown = ok(&["provenance", &p("reg.zarr")]);
+    assert!(shown.contains("command   "), "{shown}");
+    assert!(shown.contains("sim.zarr: "), "{shown}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(&["provenance", &p("reg.zarr"), "--json"])).unwrap();
+    assert_eq!(shown["command_name"], "register");
+    assert!(shown["inputs"][0].get("manifest").is_none());
+
     let out = ok(&["verify", &p("reg.zarr")]);
     assert!(out.contains("files match the manifest"), "{out}");
     assert!(out.contains("unchanged"), "{out}");

@@ -48,6 +48,8 @@ enum Command {
     Simulate(simulate::Args),
     /// Re-hash an output and its inputs against its provenance record; name every difference.
     Verify(provenance::VerifyArgs),
+    /// Show how an output was made: tool and commit, command, host, times, inputs, digests.
+    Provenance(provenance::ShowArgs),
     /// Check workflow files: schema, parameters and stage order, every problem with line and column.
     Validate(workflow::ValidateArgs),
     /// List the stages a workflow may use, with their parameters, types, defaults and docs.
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Summarize(a) => summarize::run(a),
         Command::Validate(a) => workflow::validate(a),
         Command::Verify(a) => provenance::verify(a),
+        Command::Provenance(a) => provenance::show(a),
         Command::Stages(a) => workflow::stages(a),
         Command::Plan(a) => workflow::plan(a),
     };

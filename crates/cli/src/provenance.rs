@@ -165,6 +165,103 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// An output written by a tessera command (path or URI).
+    pub output: String,
+    /// Print the record as JSON (inputs' per-object manifests left out).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tessera provenance`: how an output was made, from its record.
+pub fn show(args: ShowArgs) -> anyhow::Result<()> {
+    let loc = Location::parse(&args.output)?;
+    let store = tessera_io::Store::open(&loc)?;
+    let bytes = store.get("provenance/record.json")?.with_context(|| {
+        format!(
+            "{} has no provenance/record.json: it was not written by a tessera command that records provenance",
+            args.output
+        )
+    })?;
+    let mut record: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}/provenance/record.json is not valid JSON", args.output))?;
+    if let Some(inputs) = record["inputs"].as_array_mut() {
+        for i in inputs {
+            if let Some(obj) = i.as_object_mut() {
+                obj.remove("manifest");
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+        return Ok(());
+    }
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mb = |v: &Value| {
+        v.as_f64()
+            .map_or("-".into(), |b| format!("{:.1} MB", b / 1e6))
+    };
+    let short = |v: &Value| s(v).chars().take(16).collect::<String>();
+    println!(
+        "output    {} ({})",
+        args.output,
+        s(&record["outputs"]["location"])
+    );
+    println!(
+        "made by   {} {} (commit {})",
+        s(&record["tool"]["name"]),
+        s(&record["tool"]["version"]),
+        s(&record["tool"]["git_commit"])
+    );
+    println!("command   {}", s(&record["command"]));
+    println!(
+        "ran on    {}{}",
+        s(&record["host"]),
+        record["scheduler"]
+            .as_object()
+            .filter(|m| !m.is_empty())
+            .map_or(String::new(), |m| format!(
+                " ({})",
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", s(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+    );
+    println!(
+        "when      {} to {} ({:.1} s, {} threads, peak memory {})",
+        s(&record["started_at"]),
+        s(&record["finished_at"]),
+        record["wall_s"].as_f64().unwrap_or(0.0),
+        s(&record["threads"]),
+        mb(&record["peak_rss_bytes"])
+    );
+    for i in record["inputs"].as_array().into_iter().flatten() {
+        match i.get("digest_error") {
+            Some(e) => println!("input     {} (not digested: {})", s(&i["uri"]), s(e)),
+            None => println!(
+                "input     {}: {} files, {}, manifest sha256 {}...",
+                s(&i["uri"]),
+                s(&i["files"]),
+                mb(&i["bytes"]),
+                short(&i["manifest_sha256"])
+            ),
+        }
+    }
+    println!(
+        "wrote     {} files, {}, manifest sha256 {}... (tessera verify checks them)",
+        s(&record["outputs"]["files"]),
+        mb(&record["outputs"]["bytes"]),
+        short(&record["outputs"]["manifest_sha256"])
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
