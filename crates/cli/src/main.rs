@@ -73,11 +73,26 @@ fn return_large_blocks_to_the_system() {
     }
 }
 
+/// Lets a closed pipe end the process quietly, as for other command-line tools (`tessera stages |
+/// head`), instead of a panic in `println!`: Rust ignores SIGPIPE by default.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal, once, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_blocks_to_the_system() {}
 
 fn main() -> ExitCode {
     return_large_blocks_to_the_system();
+    default_sigpipe();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
