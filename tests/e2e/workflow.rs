@@ -46,18 +46,21 @@ fn the_example_workflows_validate_and_plan_on_a_recording() {
         "deconvolution reads no pixels: {plan}"
     );
     // A smaller budget and a tile size from the command line: more, smaller tasks.
-    let small = ok(&[
-        "plan",
-        &example("two-photon.yaml"),
-        "--input",
-        sim,
-        "--memory-budget",
-        "64MB",
-        "--tile-size",
-        "64",
-        "--json",
-    ]);
-    let small: serde_json::Value = serde_json::from_str(&small).unwrap();
+    let small_plan = || -> serde_json::Value {
+        let out = ok(&[
+            "plan",
+            &example("two-photon.yaml"),
+            "--input",
+            sim,
+            "--memory-budget",
+            "64MB",
+            "--tile-size",
+            "64",
+            "--json",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let small = small_plan();
     let detect = small["plan"]["stages"]
         .as_array()
         .unwrap()
@@ -77,19 +80,7 @@ fn the_example_workflows_validate_and_plan_on_a_recording() {
         .position(|s| s["name"] == "detect")
         .unwrap();
     assert_eq!(keys[index].as_array().unwrap().len(), 16);
-    let again: serde_json::Value = serde_json::from_str(&ok(&[
-        "plan",
-        &example("two-photon.yaml"),
-        "--input",
-        sim,
-        "--memory-budget",
-        "64MB",
-        "--tile-size",
-        "64",
-        "--json",
-    ]))
-    .unwrap();
-    assert_eq!(again["task_keys"], *keys);
+    assert_eq!(small_plan()["task_keys"], *keys);
 }
 
 #[test]

@@ -142,7 +142,8 @@ fn float(min: f64, max: f64) -> ParamType {
     }
 }
 
-fn positive() -> ParamType {
+/// A number strictly above 0.
+pub(crate) fn positive() -> ParamType {
     ParamType::Float {
         min: 0.0,
         max: f64::INFINITY,

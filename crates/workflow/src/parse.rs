@@ -8,7 +8,7 @@ use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoadError, LoaderOptions, Node, Span, parse_yaml_with_options};
 use serde_json::{Value, json};
 
-use crate::catalog::{ParamType, StageSpec, catalog};
+use crate::catalog::{ParamType, StageSpec, catalog, positive};
 use crate::error::Diagnostic;
 use crate::schema::{
     API_VERSION, Input, KIND, Metadata, Outputs, Resources, Stage, TileSettings, Workflow,
@@ -490,11 +490,7 @@ impl Walker {
             None => return Some(Input::default()),
         };
         self.keys(map, INPUT_KEYS, "`input`");
-        let positive = ParamType::Float {
-            min: 0.0,
-            max: f64::INFINITY,
-            min_exclusive: true,
-        };
+        let positive = positive();
         let number = |w: &mut Walker, key: &str| -> Option<Option<f64>> {
             match map.get_node(key) {
                 None => Some(None),

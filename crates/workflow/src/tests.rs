@@ -145,18 +145,19 @@ fn reordering_registration_and_denoising_is_valid_and_order_matters_for_cells() 
     assert!(err.contains("changes the movie after `detect`"), "{err}");
 }
 
+/// A 512x512 field of `t` frames in the simulator's chunks, 1 um pixels.
+fn geometry_512(t: u64) -> RecordingGeometry {
+    RecordingGeometry {
+        shape: Shape3 { t, y: 512, x: 512 },
+        chunks: [64, 128, 128],
+        pixel_size_um: Some(1.0),
+    }
+}
+
 #[test]
 fn plans_follow_the_budget_and_the_tile_overrides() {
     let w = load(&examples_dir().join("two-photon.yaml")).unwrap();
-    let geometry = RecordingGeometry {
-        shape: Shape3 {
-            t: 6000,
-            y: 512,
-            x: 512,
-        },
-        chunks: [64, 128, 128],
-        pixel_size_um: Some(1.0),
-    };
+    let geometry = geometry_512(6000);
     let p = plan(&w, &geometry, None, None).unwrap();
     let mut out = String::new();
     for s in &p.stages {
@@ -283,15 +284,7 @@ fn sizes_parse_with_decimal_and_binary_units() {
 #[test]
 fn one_changed_parameter_changes_the_keys_of_exactly_the_affected_tasks() {
     let base = std::fs::read_to_string(examples_dir().join("two-photon.yaml")).unwrap();
-    let geometry = RecordingGeometry {
-        shape: Shape3 {
-            t: 3000,
-            y: 512,
-            x: 512,
-        },
-        chunks: [64, 128, 128],
-        pixel_size_um: Some(1.0),
-    };
+    let geometry = geometry_512(3000);
     let keys_of = |text: &str, digest: &str| {
         let w = parse(text, "w.yaml").unwrap();
         let p = plan(&w, &geometry, Some(512 << 20), None).unwrap();
