@@ -293,7 +293,7 @@ pub fn catalog() -> Vec<StageSpec> {
             summary: "mean, max, local-correlation and peak-to-noise images from statistics that add up across time chunks",
             consumes: &[Movie],
             produces: &[Summary],
-            tiling: Some(TilingKind::Temporal),
+            tiling: Some(TilingKind::Whole),
             copies: 2.0,
             params: vec![],
         },
@@ -396,7 +396,7 @@ pub fn catalog() -> Vec<StageSpec> {
             summary: "component quality: trace SNR, spatial r-value and size, with accept/reject thresholds",
             consumes: &[Movie, Rois, Traces],
             produces: &[Qc],
-            tiling: Some(TilingKind::Temporal),
+            tiling: Some(TilingKind::Whole),
             copies: 2.0,
             params: vec![
                 p(
@@ -430,7 +430,7 @@ pub fn catalog() -> Vec<StageSpec> {
             summary: "OASIS spike inference (AR(1) or AR(2)), time constants and noise estimated from each trace",
             consumes: &[Traces],
             produces: &[Spikes],
-            tiling: None,
+            tiling: Some(TilingKind::Whole),
             copies: 1.0,
             params: vec![
                 p(

@@ -6,34 +6,79 @@
 //! ```text
 //! key = sha256( "tessera-task/1" | stage uses | normalized parameters (JSON, sorted keys)
 //!             | input digest | tile spec (index, core box, halo box, frame binning)
-//!             | keys of the tasks it depends on, in order )
+//!             | keys of the tasks whose data it reads, in stage and tile order )
 //! ```
 //!
 //! The stage's `id` is not part of the key (renaming a stage does not change its output); its
 //! `uses` and parameters are.
 
 use sha2::{Digest, Sha256};
+use tessera_core::Box3;
 use tessera_core::tiling::TilePlan;
 
+use crate::catalog::DataKind;
+
+use crate::plan::MERGE_SUFFIX;
 use crate::schema::Workflow;
 
 /// Version of the key recipe: bump it when the recipe changes.
-const RECIPE: &str = "tessera-task/1";
+const RECIPE: &str = "tessera-task/2";
+
+/// What a plan stage consumes and produces: its catalogue stage's kinds (a merge task takes and
+/// gives its stage's ROIs and traces).
+fn kinds(workflow: &Workflow, plan_stage: &str) -> (&'static [DataKind], &'static [DataKind]) {
+    let (id, merge) = match plan_stage.strip_suffix(MERGE_SUFFIX) {
+        Some(id) => (id, true),
+        None => (plan_stage, false),
+    };
+    let spec = workflow
+        .stages
+        .iter()
+        .find(|s| s.id == id)
+        .and_then(|s| crate::catalog::stage(&s.uses));
+    match spec {
+        Some(spec) if merge => (spec.produces, spec.produces),
+        Some(spec) => (spec.consumes, spec.produces),
+        None => (&[], &[]),
+    }
+}
 
 /// Keys of every task of `plan` (built from `workflow`), per plan stage, in tile order, as lowercase
 /// hex. `input_digest` identifies the recording (see the command that computes it).
+///
+/// A task's key covers the keys of the tasks whose data it reads: for each kind it consumes, the
+/// tiles of the latest earlier stage producing that kind whose cores meet its halo (the recording
+/// itself, for a movie no stage produced, enters through `input_digest`). So a stage's
+/// parameters reach only the stages downstream in the data flow: changing QC thresholds does not
+/// change the spike inference's key, which reads the traces, not the QC.
 pub fn task_keys(workflow: &Workflow, plan: &TilePlan, input_digest: &str) -> Vec<Vec<String>> {
     let mut keys: Vec<Vec<String>> = Vec::with_capacity(plan.stages.len());
-    for stage_plan in &plan.stages {
-        let stage = workflow.stages.iter().find(|s| s.id == stage_plan.name);
+    for (si, stage_plan) in plan.stages.iter().enumerate() {
+        // A merge task hashes as its stage's `uses` plus the suffix, with the stage's parameters.
+        let (id, suffix) = match stage_plan.name.strip_suffix(MERGE_SUFFIX) {
+            Some(id) => (id, MERGE_SUFFIX),
+            None => (stage_plan.name.as_str(), ""),
+        };
+        let stage = workflow.stages.iter().find(|s| s.id == id);
         let (uses, params) = match stage {
             Some(s) => (
-                s.uses.as_str(),
+                format!("{}{suffix}", s.uses),
                 serde_json::to_string(&s.with).unwrap_or_default(),
             ),
-            None => (stage_plan.name.as_str(), String::new()),
+            None => (stage_plan.name.clone(), String::new()),
         };
-        let previous = keys.last();
+        // The stages it reads from: the latest producer of each kind it consumes.
+        let (consumes, _) = kinds(workflow, &stage_plan.name);
+        let mut sources: Vec<usize> = consumes
+            .iter()
+            .filter_map(|k| {
+                (0..si)
+                    .rev()
+                    .find(|&j| kinds(workflow, &plan.stages[j].name).1.contains(k))
+            })
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
         let stage_keys = stage_plan
             .tiles
             .iter()
@@ -41,7 +86,7 @@ pub fn task_keys(workflow: &Workflow, plan: &TilePlan, input_digest: &str) -> Ve
                 let mut h = Sha256::new();
                 for part in [
                     RECIPE,
-                    uses,
+                    &uses,
                     &params,
                     input_digest,
                     &format!(
@@ -52,10 +97,13 @@ pub fn task_keys(workflow: &Workflow, plan: &TilePlan, input_digest: &str) -> Ve
                     h.update((part.len() as u64).to_le_bytes());
                     h.update(part.as_bytes());
                 }
-                for &d in &tile.depends_on {
-                    let k = previous.and_then(|p| p.get(d)).map_or("", String::as_str);
-                    h.update((k.len() as u64).to_le_bytes());
-                    h.update(k.as_bytes());
+                for &j in &sources {
+                    for (d, k) in plan.stages[j].tiles.iter().zip(&keys[j]) {
+                        if meets(&d.core, &tile.halo) {
+                            h.update((k.len() as u64).to_le_bytes());
+                            h.update(k.as_bytes());
+                        }
+                    }
                 }
                 hex(&h.finalize())
             })
@@ -63,6 +111,11 @@ pub fn task_keys(workflow: &Workflow, plan: &TilePlan, input_digest: &str) -> Ve
         keys.push(stage_keys);
     }
     keys
+}
+
+fn meets(a: &Box3, b: &Box3) -> bool {
+    let m = |a: &std::ops::Range<u64>, b: &std::ops::Range<u64>| a.start < b.end && b.start < a.end;
+    m(&a.t, &b.t) && m(&a.y, &b.y) && m(&a.x, &b.x)
 }
 
 /// SHA-256 of `bytes` as lowercase hex (the digest task keys and input digests use).

@@ -579,6 +579,20 @@ impl Walker {
                 ok = false;
                 continue;
             };
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                let span = map.get_node("id").map_or(uses_node.span(), Node::span);
+                self.at(
+                    span,
+                    format!(
+                        "stage id `{id}` may hold only letters, digits, `-` and `_` (it names the stage's tasks)"
+                    ),
+                );
+                ok = false;
+            }
             if let Some(first) = ids.insert(id.clone(), i) {
                 let span = map.get_node("id").map_or(uses_node.span(), Node::span);
                 self.at(
@@ -704,6 +718,7 @@ impl Walker {
             Some(Temporal) => "cuts runs of whole frames",
             Some(Spatial) => "cuts spatial tiles over all frames",
             Some(Spatiotemporal) => "cuts blocks of frames and pixels",
+            Some(Whole) => "runs as one task over the whole recording",
         };
         let spatial = matches!(spec.tiling, Some(Spatial | Spatiotemporal));
         let temporal = matches!(spec.tiling, Some(Temporal | Spatiotemporal));

@@ -2,11 +2,19 @@
 //! [`StageTiling`] (its tiling kind, its memory copies, the workflow's `tile:` overrides) for the
 //! core crate's planner, under the workflow's memory budget per task.
 
-use tessera_core::tiling::{PlanInput, StageTiling, TilePlan, plan_tiles};
+use tessera_core::tiling::{PlanInput, StageTiling, TilePlan, TilingKind, plan_tiles};
 use tessera_core::{CoreError, Shape3};
 
-use crate::catalog::stage;
+use crate::catalog::{DataKind, stage};
 use crate::schema::Workflow;
+
+/// Suffix of the task that gathers a spatially tiled ROI stage (`demix`): the merge of ROIs across
+/// tile edges and the global refit of every trace and of the background, streamed over the whole
+/// recording. Its plan stage is named `<stage id>/merge` (stage ids hold no `/`).
+pub const MERGE_SUFFIX: &str = "/merge";
+
+/// Float32 frame copies the merge's streamed refit holds per run of frames.
+const MERGE_COPIES: f64 = 2.0;
 
 /// What the planner needs to know of the recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +45,8 @@ pub fn cell_radius_px(workflow: &Workflow, geometry: &RecordingGeometry) -> f64 
         .unwrap_or(5.0)
 }
 
-/// Tiles of every tiled stage, in workflow order (stages that read no pixels are not tiled). An
+/// Tiles of every stage, in workflow order, with a `<id>/merge` stage after each spatially tiled
+/// stage that produces ROIs (see [`MERGE_SUFFIX`]). An
 /// override of `memory_budget_bytes` replaces the workflow's `resources.memory_per_task`, and
 /// `tile_px` every spatial stage's `tile.size_px` (`tessera plan --tile-size`).
 pub fn plan(
@@ -59,6 +68,13 @@ pub fn plan(
         t.tile_frames = s.tile.frames;
         t.halo_px = s.tile.halo_px;
         stages.push(t);
+        if kind == TilingKind::Spatial && spec.produces.contains(&DataKind::Rois) {
+            stages.push(StageTiling::new(
+                &format!("{}{MERGE_SUFFIX}", s.id),
+                TilingKind::Whole,
+                MERGE_COPIES,
+            ));
+        }
     }
     plan_tiles(&PlanInput {
         shape: geometry.shape,

@@ -292,7 +292,17 @@ fn one_changed_parameter_changes_the_keys_of_exactly_the_affected_tasks() {
         (names, task_keys(&w, &p, digest))
     };
     let (names, keys) = keys_of(&base, "recording-a");
-    assert_eq!(names, ["register", "detect", "demix", "qc"]);
+    assert_eq!(
+        names,
+        [
+            "register",
+            "detect",
+            "demix",
+            "demix/merge",
+            "qc",
+            "deconvolve"
+        ]
+    );
     // Deterministic, and all distinct.
     assert_eq!(keys, keys_of(&base, "recording-a").1);
     let mut all: Vec<&String> = keys.iter().flatten().collect();
@@ -321,23 +331,37 @@ fn one_changed_parameter_changes_the_keys_of_exactly_the_affected_tasks() {
             .collect()
     };
     let qc = base.replace("  - uses: qc\n", "  - uses: qc\n    with: {min_snr: 2.5}\n");
+    // The spike inference reads the merged traces, not the QC: only the QC task changes.
     assert_eq!(changed(&qc), ["qc"]);
     let detect = base.replace(
         "  - uses: detect\n",
         "  - uses: detect\n    with: {min_corr: 0.7}\n",
     );
-    assert_eq!(changed(&detect), ["detect", "demix", "qc"]);
+    assert_eq!(
+        changed(&detect),
+        ["detect", "demix", "demix/merge", "qc", "deconvolve"]
+    );
+    let demix = base.replace(
+        "  - uses: demix\n",
+        "  - uses: demix\n    with: {merge_threshold: 0.9}\n",
+    );
+    assert_eq!(
+        changed(&demix),
+        ["demix", "demix/merge", "qc", "deconvolve"]
+    );
     let register = base.replace(
         "  - uses: register\n",
         "  - uses: register\n    with: {max_shift_px: 20}\n",
     );
-    assert_eq!(changed(&register), ["register", "detect", "demix", "qc"]);
-    // Deconvolution is not tiled (reads no pixels): its parameters touch no tiled task.
+    assert_eq!(
+        changed(&register),
+        names.iter().map(String::as_str).collect::<Vec<_>>()
+    );
     let deconv = base.replace(
         "  - uses: deconvolve\n",
         "  - uses: deconvolve\n    with: {order: 1}\n",
     );
-    assert!(changed(&deconv).is_empty());
+    assert_eq!(changed(&deconv), ["deconvolve"]);
     // Renaming a stage does not change what it computes; metadata neither.
     let renamed = base
         .replace("  - uses: qc\n", "  - id: quality\n    uses: qc\n")

@@ -8,7 +8,10 @@
 //!   each read with a halo of `2 x cell radius` (detection, demixing); ROIs are owned by the tile
 //!   whose core holds their centroid;
 //! - [`TilingKind::Spatiotemporal`]: blocks of frames x pixels, read with a spatial overlap
-//!   (local low-rank denoising, recombined with partition-of-unity weights).
+//!   (local low-rank denoising, recombined with partition-of-unity weights);
+//! - [`TilingKind::Whole`]: one task over the whole recording that streams it in runs of frames
+//!   within the budget (the merge of ROIs across tiles and the global trace refit, QC, spike
+//!   inference): its estimate is the budget itself when the movie does not fit.
 //!
 //! Invariants (property-tested): in every stage the tile cores partition the recording exactly; a
 //! halo contains its core and never leaves the recording; along each axis the cores are aligned to
@@ -30,6 +33,7 @@ pub enum TilingKind {
     Temporal,
     Spatial,
     Spatiotemporal,
+    Whole,
 }
 
 /// A stage's tiling needs, as the planner takes them.
@@ -262,6 +266,13 @@ pub fn plan_tiles(input: &PlanInput) -> Result<TilePlan, CoreError> {
                     halo,
                 )
             }
+            TilingKind::Whole => (
+                std::iter::once(0..shape.t).collect(),
+                std::iter::once(0..shape.y).collect(),
+                std::iter::once(0..shape.x).collect(),
+                1,
+                0,
+            ),
             TilingKind::Spatiotemporal => {
                 // Frames per block: the override, else up to 2000 (long enough for a stable
                 // low-rank fit); then the largest spatial core that fits.
@@ -309,7 +320,10 @@ pub fn plan_tiles(input: &PlanInput) -> Result<TilePlan, CoreError> {
                         x: grow(x, halo_yx, shape.x),
                     };
                     let [ht, hy, hx] = halo_box.shape().map(|n| n as u64);
-                    let memory_bytes = bytes(ht.div_ceil(bin), hy, hx).ceil() as u64;
+                    let mut memory_bytes = bytes(ht.div_ceil(bin), hy, hx).ceil() as u64;
+                    if st.kind == TilingKind::Whole {
+                        memory_bytes = memory_bytes.min(input.memory_budget_bytes);
+                    }
                     let depends_on = previous.map_or_else(Vec::new, |p| {
                         p.tiles
                             .iter()

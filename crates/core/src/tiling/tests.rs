@@ -148,6 +148,7 @@ fn kind() -> impl Strategy<Value = TilingKind> {
     prop_oneof![
         Just(TilingKind::Temporal),
         Just(TilingKind::Spatial),
+        Just(TilingKind::Whole),
         Just(TilingKind::Spatiotemporal),
     ]
 }
