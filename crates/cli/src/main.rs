@@ -13,6 +13,7 @@ mod inspect;
 mod progress;
 mod provenance;
 mod register;
+mod run;
 mod simulate;
 mod summarize;
 mod transform;
@@ -56,6 +57,8 @@ enum Command {
     Stages(workflow::StagesArgs),
     /// Print the tile plan of a workflow on a recording: tasks per stage, memory, dependencies.
     Plan(workflow::PlanArgs),
+    /// Run a workflow on a recording: plan its tiles and run every task on worker threads.
+    Run(run::Args),
 }
 
 /// Makes freed working arrays go back to the system at once, so the process's memory follows what
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Provenance(a) => provenance::show(a),
         Command::Stages(a) => workflow::stages(a),
         Command::Plan(a) => workflow::plan(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

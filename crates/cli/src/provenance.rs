@@ -3,7 +3,7 @@
 //! when it ran (host, Slurm and Kubernetes ids), its peak memory, and each input with the manifest
 //! of what was read, so `tessera verify` can tell later whether the output or an input changed.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -19,103 +19,73 @@ impl Started {
     }
 }
 
-/// The record for `command` (e.g. "extract") reading `inputs` (URIs or paths). Each input is
-/// digested now: SHA-256 of every stored object.
-pub fn record(command: &str, started: Started, inputs: &[&str]) -> anyhow::Result<Value> {
-    let mut described = Vec::new();
-    for uri in inputs {
-        let loc =
-            Location::parse(uri).with_context(|| format!("cannot parse input location {uri}"))?;
-        // A filesystem input is recorded by its absolute path, so the record can be checked from
-        // anywhere.
-        let loc = match loc {
-            Location::File(p) => Location::File(std::fs::canonicalize(&p).unwrap_or(p)),
-            other => other,
-        };
-        // An input that cannot be listed (an HTTP store) is recorded without a manifest: the
-        // run is not failed for it, and `verify` reports that input as not checkable.
-        match Manifest::of(&loc, &[]) {
-            Ok(manifest) => described.push(json!({
+/// How an input is named in a record: its location (a filesystem input by its absolute path, so
+/// the record can be checked from anywhere) and the manifest of every stored object, digested
+/// now. An input that cannot be listed (an HTTP store) is described without a manifest: the run
+/// is not failed for it, and `verify` reports that input as not checkable.
+pub fn describe_input(uri: &str) -> anyhow::Result<(Value, Option<Manifest>)> {
+    let loc = Location::parse(uri).with_context(|| format!("cannot parse input location {uri}"))?;
+    let loc = match loc {
+        Location::File(p) => Location::File(std::fs::canonicalize(&p).unwrap_or(p)),
+        other => other,
+    };
+    Ok(match Manifest::of(&loc, &[]) {
+        Ok(manifest) => (
+            json!({
                 "uri": loc.to_string(),
                 "manifest_sha256": manifest.digest(),
                 "files": manifest.files.len(),
                 "bytes": manifest.files.values().map(|f| f.size).sum::<u64>(),
                 "manifest": manifest,
-            })),
-            Err(e) => {
-                tracing::warn!(input = %loc, cause = %e, "input not digested for provenance");
-                described.push(json!({
-                    "uri": loc.to_string(),
-                    "manifest": null,
-                    "digest_error": e.to_string(),
-                }));
-            }
+            }),
+            Some(manifest),
+        ),
+        Err(e) => {
+            tracing::warn!(input = %loc, cause = %e, "input not digested for provenance");
+            (
+                json!({"uri": loc.to_string(), "manifest": null, "digest_error": e.to_string()}),
+                None,
+            )
         }
-    }
-    let env = |k: &str| std::env::var(k).ok();
-    let scheduler: serde_json::Map<String, Value> = [
-        "SLURM_JOB_ID",
-        "SLURM_ARRAY_JOB_ID",
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_CLUSTER_NAME",
-        "KUBERNETES_SERVICE_HOST",
-        "POD_NAME",
-        "POD_NAMESPACE",
-    ]
-    .iter()
-    .filter_map(|k| env(k).map(|v| ((*k).to_string(), Value::String(v))))
-    .collect();
+    })
+}
+
+/// The record for `command` (e.g. "extract") reading `inputs` (URIs or paths). Each input is
+/// digested now: SHA-256 of every stored object.
+pub fn record(command: &str, started: Started, inputs: &[&str]) -> anyhow::Result<Value> {
+    let described = inputs
+        .iter()
+        .map(|uri| describe_input(uri).map(|d| d.0))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(record_with(command, started, described))
+}
+
+/// This build of tessera: name, version and git commit.
+pub fn tool() -> Value {
+    json!({
+        "name": "tessera",
+        "version": env!("CARGO_PKG_VERSION"),
+        "git_commit": env!("TESSERA_GIT_COMMIT"),
+    })
+}
+
+/// The record for `command` with inputs already described ([`describe_input`]).
+pub fn record_with(command: &str, started: Started, described: Vec<Value>) -> Value {
+    let scheduler = tessera_io::provenance::scheduler_ids();
     let finished = SystemTime::now();
-    Ok(json!({
-        "tool": {
-            "name": "tessera",
-            "version": env!("CARGO_PKG_VERSION"),
-            "git_commit": env!("TESSERA_GIT_COMMIT"),
-        },
+    json!({
+        "tool": tool(),
         "command_name": command,
         "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "host": hostname(),
+        "host": tessera_io::provenance::hostname(),
         "scheduler": scheduler,
-        "started_at": rfc3339(started.0),
-        "finished_at": rfc3339(finished),
+        "started_at": tessera_io::provenance::rfc3339(started.0),
+        "finished_at": tessera_io::provenance::rfc3339(finished),
         "wall_s": finished.duration_since(started.0).map(|d| d.as_secs_f64()).unwrap_or(0.0),
-        "peak_rss_bytes": crate::transform::peak_rss_bytes(),
+        "peak_rss_bytes": tessera_io::provenance::peak_rss_bytes(),
         "threads": rayon::current_num_threads(),
         "inputs": described,
-    }))
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// `t` as an RFC 3339 UTC timestamp with milliseconds (days to civil date after Hinnant's
-/// `civil_from_days`).
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -268,10 +238,10 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        assert_eq!(super::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(tessera_io::provenance::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_914_061_250);
-        assert_eq!(super::rfc3339(t), "2026-11-29T01:01:01.250Z");
+        assert_eq!(tessera_io::provenance::rfc3339(t), "2026-11-29T01:01:01.250Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(super::rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(tessera_io::provenance::rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -94,14 +94,5 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 /// The process's peak resident memory (VmHWM) in bytes, where the system reports it (Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    tessera_io::provenance::peak_rss_bytes()
 }

@@ -197,7 +197,7 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
 /// Identity of a recording for task keys: SHA-256 of its array's description (shape, dtype,
 /// chunks, codecs and attributes) as JSON. It names the recording's layout and metadata, not its
 /// pixels; content digests of inputs and outputs belong to the per-task provenance records.
-fn input_digest(rec: &tessera_io::Recording) -> String {
+pub(crate) fn input_digest(rec: &tessera_io::Recording) -> String {
     let s = rec.shape();
     let description = serde_json::json!({
         "shape": [s.t, s.y, s.x],

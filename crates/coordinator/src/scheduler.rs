@@ -136,6 +136,13 @@ pub enum Event {
     Cancel {
         now: Millis,
     },
+    /// The store already holds the task's committed output (found on a restart or a rerun into
+    /// the same output, by its content key): it counts as committed without running again. Only
+    /// a pending task whose dependencies are committed can be recovered.
+    Recovered {
+        task: usize,
+        manifest: String,
+    },
 }
 
 /// What the coordinator must do after a step.
@@ -454,6 +461,19 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
             expire(run, now, &mut actions);
         }
         Event::Cancel { .. } => run.end(RunStatus::Cancelled, &mut actions),
+        Event::Recovered { task, manifest } => {
+            let deps_done = run.tasks.get(task).is_some_and(|t| {
+                matches!(t.state, TaskState::Pending { .. })
+                    && t.depends_on
+                        .iter()
+                        .all(|&d| matches!(run.tasks[d].state, TaskState::Committed { .. }))
+            });
+            if deps_done {
+                run.tasks[task].state = TaskState::Committed { manifest };
+                actions.push(Action::Committed { task });
+                run.finish_if_done(&mut actions);
+            }
+        }
     }
     actions
 }

@@ -19,6 +19,76 @@ use serde_json::{Value, json};
 use crate::manifest::{Difference, Manifest};
 use crate::{IoError, Location, Store};
 
+/// Where a process runs, for provenance records: `$HOSTNAME`, else `/etc/hostname`, else
+/// `unknown`.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The batch scheduler's ids of this process, where set: Slurm job, array job and task, cluster;
+/// Kubernetes service host, pod name and namespace.
+pub fn scheduler_ids() -> serde_json::Map<String, Value> {
+    [
+        "SLURM_JOB_ID",
+        "SLURM_ARRAY_JOB_ID",
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_CLUSTER_NAME",
+        "KUBERNETES_SERVICE_HOST",
+        "POD_NAME",
+        "POD_NAMESPACE",
+    ]
+    .iter()
+    .filter_map(|k| {
+        std::env::var(k)
+            .ok()
+            .map(|v| ((*k).to_string(), Value::String(v)))
+    })
+    .collect()
+}
+
+/// The process's peak resident memory (VmHWM) in bytes, where the system reports it (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// `t` as an RFC 3339 UTC timestamp with milliseconds (days to civil date after Hinnant's
+/// `civil_from_days`).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
 /// Keys of an output that its manifest does not cover (they are written after it).
 pub const NOT_IN_MANIFEST: &[&str] = &["provenance/", "ro-crate-metadata.json"];
 

@@ -16,7 +16,8 @@ use zarrs::storage::storage_adapter::async_to_sync::{
 };
 use zarrs::storage::store::MemoryStore;
 use zarrs::storage::{
-    Bytes, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey, WritableStorageTraits,
+    Bytes, ListableStorageTraits, ReadableStorageTraits, ReadableWritableListableStorage, StoreKey,
+    StorePrefix, WritableStorageTraits,
 };
 use zarrs_object_store::AsyncObjectStore;
 
@@ -135,6 +136,46 @@ impl Store {
                 what: format!("'{key}'"),
                 reason: e.to_string(),
             })
+    }
+}
+
+impl Store {
+    /// Keys of every object under the folder `prefix` (e.g. `rois/traces`; empty for all), sorted.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>, IoError> {
+        let p = prefix.trim_matches('/');
+        let sp = if p.is_empty() {
+            StorePrefix::root()
+        } else {
+            StorePrefix::new(format!("{p}/")).map_err(|e| IoError::Invalid(e.to_string()))?
+        };
+        let mut keys: Vec<String> = self
+            .storage
+            .list_prefix(&sp)
+            .map_err(|e| IoError::Store {
+                location: self.location.to_string(),
+                reason: format!("listing '{p}': {e}"),
+            })?
+            .into_iter()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Copies every object under `prefix` (a folder, or one key) from `from` into this store at
+    /// the same keys, byte for byte; returns how many objects were copied.
+    pub fn copy_from(&self, from: &Store, prefix: &str) -> Result<usize, IoError> {
+        let p = prefix.trim_matches('/');
+        let mut keys = from.list(p)?;
+        if keys.is_empty() && from.get(p)?.is_some() {
+            keys.push(p.to_string());
+        }
+        for key in &keys {
+            if let Some(bytes) = from.get(key)? {
+                self.set(key, bytes.to_vec())?;
+            }
+        }
+        Ok(keys.len())
     }
 }
 

@@ -121,12 +121,66 @@ pub struct Output {
     /// The provenance record to write with the manifest when the output is finished.
     provenance: std::sync::Mutex<Option<serde_json::Value>>,
     finished: bool,
+    /// Keep the staging folder when dropped unfinished (a resumable run).
+    keep_unfinished: bool,
 }
 
 impl Output {
     /// Prepares `uri` for writing: refuses an existing output unless `overwrite`, and stages
     /// filesystem outputs in a hidden sibling folder.
     pub fn create(uri: &str, overwrite: bool) -> Result<Output, IoError> {
+        Output::open(uri, overwrite, false).map(|(o, _)| o)
+    }
+
+    /// Like [`Output::create`], but written in place (no staging folder: the root's `incomplete`
+    /// status, which readers refuse, guards it as on object stores), and an unfinished earlier
+    /// write to `uri` (an interrupted run) is kept, to be resumed. Dropped unfinished, the output
+    /// stays as it is, marked incomplete, for the next attempt. Returns whether something was
+    /// resumed. Used for runs, whose tasks commit their outputs inside the run's output one by
+    /// one, at the paths their records name.
+    pub fn resume(uri: &str, overwrite: bool) -> Result<(Output, bool), IoError> {
+        Output::open(uri, overwrite, true)
+    }
+
+    fn in_place(
+        target: Location,
+        path: &std::path::Path,
+        overwrite: bool,
+    ) -> Result<(Output, bool), IoError> {
+        let file_err = |source| IoError::File {
+            path: path.to_path_buf(),
+            source,
+        };
+        let unfinished = path.is_dir()
+            && matches!(
+                Store::open(&target).and_then(|s| s.check_complete()),
+                Err(IoError::Incomplete { .. })
+            );
+        if path.exists() && !unfinished {
+            if !overwrite {
+                return Err(IoError::Exists(path.display().to_string()));
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).map_err(file_err)?;
+            } else {
+                std::fs::remove_file(path).map_err(file_err)?;
+            }
+        }
+        std::fs::create_dir_all(path).map_err(file_err)?;
+        let output = Output {
+            store: Store::open(&target)?,
+            target,
+            staging: None,
+            root: Default::default(),
+            provenance: Default::default(),
+            finished: false,
+            keep_unfinished: true,
+        };
+        output.write_group(serde_json::Map::new())?;
+        Ok((output, unfinished))
+    }
+
+    fn open(uri: &str, overwrite: bool, resume: bool) -> Result<(Output, bool), IoError> {
         crate::configure_zarrs();
         let target = Location::parse(uri)?;
         if !target.is_writable() {
@@ -156,6 +210,9 @@ impl Output {
                     path: parent.clone(),
                     source,
                 })?;
+                if resume {
+                    return Output::in_place(target.clone(), path, overwrite);
+                }
                 let staging = parent.join(format!(".{name}.partial"));
                 if staging.exists() {
                     std::fs::remove_dir_all(&staging).map_err(|source| IoError::File {
@@ -168,14 +225,16 @@ impl Output {
                     source,
                 })?;
                 let store = Store::open(&Location::File(staging.clone()))?;
-                Ok(Output {
+                let output = Output {
                     store,
                     target: target.clone(),
                     staging: Some((staging, path.clone())),
                     root: Default::default(),
                     provenance: Default::default(),
                     finished: false,
-                })
+                    keep_unfinished: false,
+                };
+                Ok((output, false))
             }
             _ => {
                 let store = Store::open(&target)?;
@@ -187,7 +246,9 @@ impl Output {
                             location: target.to_string(),
                             reason: format!("listing: {e}"),
                         })?;
-                if !existing.is_empty() {
+                let unfinished = !existing.is_empty() && store.check_complete().is_err();
+                let resumed = resume && unfinished;
+                if !existing.is_empty() && !resumed {
                     if !overwrite {
                         return Err(IoError::Exists(target.to_string()));
                     }
@@ -206,10 +267,11 @@ impl Output {
                     root: Default::default(),
                     provenance: Default::default(),
                     finished: false,
+                    keep_unfinished: resume,
                 };
                 // Mark the output incomplete before anything else lands in it.
                 output.write_group(serde_json::Map::new())?;
-                Ok(output)
+                Ok((output, resumed))
             }
         }
     }
@@ -619,6 +681,10 @@ impl Drop for Output {
     /// nothing half-written stays behind; object-store outputs keep their `incomplete` status.
     fn drop(&mut self) {
         if self.finished {
+            return;
+        }
+        if self.keep_unfinished {
+            tracing::warn!(output = %self.target, "output not finished: left in place, marked incomplete, for a rerun to resume");
             return;
         }
         if let Some((staging, _)) = &self.staging {

@@ -19,14 +19,14 @@ use tessera_core::tiling::TilePlan;
 use crate::catalog::DataKind;
 
 use crate::plan::MERGE_SUFFIX;
-use crate::schema::Workflow;
+use crate::schema::{Stage, Workflow};
 
 /// Version of the key recipe: bump it when the recipe changes.
 const RECIPE: &str = "tessera-task/2";
 
 /// What a plan stage consumes and produces: its catalogue stage's kinds (a merge task takes and
 /// gives its stage's ROIs and traces).
-fn kinds(workflow: &Workflow, plan_stage: &str) -> (&'static [DataKind], &'static [DataKind]) {
+pub fn kinds(workflow: &Workflow, plan_stage: &str) -> (&'static [DataKind], &'static [DataKind]) {
     let (id, merge) = match plan_stage.strip_suffix(MERGE_SUFFIX) {
         Some(id) => (id, true),
         None => (plan_stage, false),
@@ -43,6 +43,39 @@ fn kinds(workflow: &Workflow, plan_stage: &str) -> (&'static [DataKind], &'stati
     }
 }
 
+/// The workflow stage a plan stage runs and what it `uses` (`<uses>/merge` for a merge stage).
+pub fn stage_of<'a>(workflow: &'a Workflow, plan_stage: &str) -> Option<(String, &'a Stage)> {
+    let (id, suffix) = match plan_stage.strip_suffix(MERGE_SUFFIX) {
+        Some(id) => (id, MERGE_SUFFIX),
+        None => (plan_stage, ""),
+    };
+    let stage = workflow.stages.iter().find(|s| s.id == id)?;
+    Some((format!("{}{suffix}", stage.uses), stage))
+}
+
+/// The plan stages whose data plan stage `si` reads: for each kind it consumes, the latest
+/// earlier stage producing it (none for the recording itself), in stage order.
+pub fn sources(workflow: &Workflow, plan: &TilePlan, si: usize) -> Vec<usize> {
+    let (consumes, _) = kinds(workflow, &plan.stages[si].name);
+    let mut sources: Vec<usize> = consumes
+        .iter()
+        .filter_map(|k| {
+            (0..si)
+                .rev()
+                .find(|&j| kinds(workflow, &plan.stages[j].name).1.contains(k))
+        })
+        .collect();
+    sources.sort_unstable();
+    sources.dedup();
+    sources
+}
+
+/// Whether two boxes overlap.
+pub fn meets(a: &Box3, b: &Box3) -> bool {
+    let m = |a: &std::ops::Range<u64>, b: &std::ops::Range<u64>| a.start < b.end && b.start < a.end;
+    m(&a.t, &b.t) && m(&a.y, &b.y) && m(&a.x, &b.x)
+}
+
 /// Keys of every task of `plan` (built from `workflow`), per plan stage, in tile order, as lowercase
 /// hex. `input_digest` identifies the recording (see the command that computes it).
 ///
@@ -55,30 +88,11 @@ pub fn task_keys(workflow: &Workflow, plan: &TilePlan, input_digest: &str) -> Ve
     let mut keys: Vec<Vec<String>> = Vec::with_capacity(plan.stages.len());
     for (si, stage_plan) in plan.stages.iter().enumerate() {
         // A merge task hashes as its stage's `uses` plus the suffix, with the stage's parameters.
-        let (id, suffix) = match stage_plan.name.strip_suffix(MERGE_SUFFIX) {
-            Some(id) => (id, MERGE_SUFFIX),
-            None => (stage_plan.name.as_str(), ""),
-        };
-        let stage = workflow.stages.iter().find(|s| s.id == id);
-        let (uses, params) = match stage {
-            Some(s) => (
-                format!("{}{suffix}", s.uses),
-                serde_json::to_string(&s.with).unwrap_or_default(),
-            ),
+        let (uses, params) = match stage_of(workflow, &stage_plan.name) {
+            Some((uses, s)) => (uses, serde_json::to_string(&s.with).unwrap_or_default()),
             None => (stage_plan.name.clone(), String::new()),
         };
-        // The stages it reads from: the latest producer of each kind it consumes.
-        let (consumes, _) = kinds(workflow, &stage_plan.name);
-        let mut sources: Vec<usize> = consumes
-            .iter()
-            .filter_map(|k| {
-                (0..si)
-                    .rev()
-                    .find(|&j| kinds(workflow, &plan.stages[j].name).1.contains(k))
-            })
-            .collect();
-        sources.sort_unstable();
-        sources.dedup();
+        let sources = sources(workflow, plan, si);
         let stage_keys = stage_plan
             .tiles
             .iter()
@@ -111,11 +125,6 @@ pub fn task_keys(workflow: &Workflow, plan: &TilePlan, input_digest: &str) -> Ve
         keys.push(stage_keys);
     }
     keys
-}
-
-fn meets(a: &Box3, b: &Box3) -> bool {
-    let m = |a: &std::ops::Range<u64>, b: &std::ops::Range<u64>| a.start < b.end && b.start < a.end;
-    m(&a.t, &b.t) && m(&a.y, &b.y) && m(&a.x, &b.x)
 }
 
 /// SHA-256 of `bytes` as lowercase hex (the digest task keys and input digests use).

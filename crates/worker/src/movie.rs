@@ -1,0 +1,210 @@
+//! The movie a task reads: the recording itself, or the pieces earlier tasks wrote (each temporal
+//! or spatiotemporal task of a movie stage stores its core box as its own recording), read as one
+//! movie.
+
+use std::ops::Range;
+
+use ndarray::{Array3, Axis, s};
+use serde::{Deserialize, Serialize};
+use tessera_core::{Box3, RecordingMeta, Shape3};
+use tessera_io::Recording;
+use tessera_kernels::extract::{ChunkVisitor, FrameChunks, PixelMovie};
+
+use crate::WorkerError;
+
+/// Part of a movie: the box `core` of the whole movie, stored as the recording at `uri` (array
+/// `array`), whose own frame and pixel 0 are the box's first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub core: Box3,
+    pub uri: String,
+    pub array: Option<String>,
+}
+
+/// A movie made of pieces whose cores partition it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MovieSource {
+    pub shape: Shape3,
+    /// Storage chunk shape of the recording (reads are aligned to its frames).
+    pub chunks: [u64; 3],
+    pub meta: RecordingMeta,
+    pub pieces: Vec<Piece>,
+}
+
+/// An open [`MovieSource`].
+#[derive(Debug)]
+pub struct MovieReader {
+    source: MovieSource,
+    recs: Vec<Recording>,
+}
+
+fn intersect(a: &Range<u64>, b: &Range<u64>) -> Range<u64> {
+    a.start.max(b.start)..a.end.min(b.end).max(a.start.max(b.start))
+}
+
+fn local(r: &Range<u64>, origin: u64) -> Range<usize> {
+    (r.start - origin) as usize..(r.end - origin) as usize
+}
+
+impl MovieReader {
+    /// Opens every piece and checks it holds exactly its core's shape.
+    pub fn open(source: &MovieSource) -> Result<MovieReader, WorkerError> {
+        let mut recs = Vec::with_capacity(source.pieces.len());
+        for p in &source.pieces {
+            let rec = Recording::open(&p.uri, p.array.as_deref())?;
+            let [t, y, x] = p.core.shape();
+            let got = rec.shape();
+            if (got.t, got.y, got.x) != (t as u64, y as u64, x as u64) {
+                return Err(WorkerError::Spec(format!(
+                    "piece {} holds {}x{}x{}, expected its box {} ({t}x{y}x{x})",
+                    p.uri, got.t, got.y, got.x, p.core
+                )));
+            }
+            recs.push(rec);
+        }
+        Ok(MovieReader {
+            source: source.clone(),
+            recs,
+        })
+    }
+
+    pub fn shape(&self) -> Shape3 {
+        self.source.shape
+    }
+
+    pub fn meta(&self) -> &RecordingMeta {
+        &self.source.meta
+    }
+
+    /// Frames per storage chunk.
+    pub fn chunk_frames(&self) -> u64 {
+        self.source.chunks[0].max(1)
+    }
+
+    /// Reads box `b` as float32, from every piece it meets; refuses a non-finite sample, naming
+    /// the piece and the sample's position in the whole movie.
+    pub fn read(&self, b: &Box3) -> Result<Array3<f32>, WorkerError> {
+        let mut out = Array3::<f32>::zeros(b.shape());
+        let mut covered = 0usize;
+        for (p, rec) in self.source.pieces.iter().zip(&self.recs) {
+            let (t, y, x) = (
+                intersect(&p.core.t, &b.t),
+                intersect(&p.core.y, &b.y),
+                intersect(&p.core.x, &b.x),
+            );
+            if t.is_empty() || y.is_empty() || x.is_empty() {
+                continue;
+            }
+            let inner = Box3 {
+                t: t.start - p.core.t.start..t.end - p.core.t.start,
+                y: y.start - p.core.y.start..y.end - p.core.y.start,
+                x: x.start - p.core.x.start..x.end - p.core.x.start,
+            };
+            let data = rec.read_box_f32(&inner)?;
+            if let Some(((dt, dy, dx), v)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) {
+                return Err(WorkerError::Data(format!(
+                    "{} holds a non-finite value ({v}) at frame {}, pixel ({}, {}): the analysis needs finite data (crop or fill such pixels first)",
+                    p.uri,
+                    t.start as usize + dt,
+                    y.start as usize + dy,
+                    x.start as usize + dx
+                )));
+            }
+            covered += data.len();
+            out.slice_mut(s![
+                local(&t, b.t.start),
+                local(&y, b.y.start),
+                local(&x, b.x.start)
+            ])
+            .assign(&data);
+        }
+        if covered != out.len() {
+            return Err(WorkerError::Spec(format!(
+                "the movie's pieces cover {covered} of the {} samples of box {b}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Reads rows `y` and columns `x` over all frames, averaging runs of `bin` frames into one
+    /// (the last run may be shorter), a storage chunk of frames at a time into one array.
+    pub fn read_binned(
+        &self,
+        y: Range<u64>,
+        x: Range<u64>,
+        bin: u64,
+    ) -> Result<Array3<f32>, WorkerError> {
+        let shape = self.shape();
+        let bin = bin.max(1);
+        let slab = self.chunk_frames().div_ceil(bin) * bin;
+        let frames = shape.t.div_ceil(bin) as usize;
+        let mut out = Array3::<f32>::zeros((
+            frames,
+            (y.end - y.start) as usize,
+            (x.end - x.start) as usize,
+        ));
+        let mut t0 = 0;
+        while t0 < shape.t {
+            let t1 = (t0 + slab).min(shape.t);
+            let block = self.read(&Box3::within(&shape, t0..t1, y.clone(), x.clone())?)?;
+            if bin == 1 {
+                out.slice_mut(s![t0 as usize..t1 as usize, .., ..])
+                    .assign(&block);
+            } else {
+                for (i, group) in block.axis_chunks_iter(Axis(0), bin as usize).enumerate() {
+                    let mut dst = out.index_axis_mut(Axis(0), (t0 / bin) as usize + i);
+                    for frame in group.outer_iter() {
+                        dst += &frame;
+                    }
+                    dst /= group.len_of(Axis(0)) as f32;
+                }
+            }
+            t0 = t1;
+        }
+        Ok(out)
+    }
+
+    /// Runs of whole frames, aligned to the storage chunks, of at most `frames` frames each (at
+    /// least one chunk).
+    pub fn frame_runs(&self, frames: u64) -> Vec<Range<usize>> {
+        let t = self.shape().t;
+        let ct = self.chunk_frames();
+        let per = (frames / ct).max(1) * ct;
+        (0..t.div_ceil(per))
+            .map(|i| (i * per) as usize..((i + 1) * per).min(t) as usize)
+            .collect()
+    }
+}
+
+/// The movie streamed as runs of whole frames (refit, QC, summaries).
+#[derive(Debug)]
+pub struct MovieFrames<'a> {
+    pub reader: &'a MovieReader,
+    pub runs: Vec<Range<usize>>,
+}
+
+impl FrameChunks for MovieFrames<'_> {
+    type Error = WorkerError;
+
+    fn dims(&self) -> (usize, usize, usize) {
+        let s = self.reader.shape();
+        (s.t as usize, s.y as usize, s.x as usize)
+    }
+
+    fn for_each_chunk(&self, visit: &mut ChunkVisitor<'_>) -> Result<(), WorkerError> {
+        let shape = self.reader.shape();
+        for run in &self.runs {
+            let frames = self.reader.read(&Box3::within(
+                &shape,
+                run.start as u64..run.end as u64,
+                0..shape.y,
+                0..shape.x,
+            )?)?;
+            let pm = PixelMovie::from_frames(frames.view());
+            drop(frames);
+            visit(run.clone(), pm.data.view())?;
+        }
+        Ok(())
+    }
+}
