@@ -104,7 +104,7 @@ fn crate_dependency_rules_hold() {
     );
     // io and kernels do not know each other; io has no RPC.
     forbid("tessera-io", &["tessera-kernels", "tonic", "prost"]);
-    // The coordinator never touches pixels; workers never parse YAML (once these crates exist).
+    // The coordinator never touches pixels; workers never parse YAML.
     forbid(
         "tessera-coordinator",
         &["tessera-kernels", "tessera-io", "zarrs"],
@@ -117,6 +117,9 @@ fn crate_dependency_rules_hold() {
         "tessera-workflow",
         &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"],
     );
+    for krate in ["tessera-worker", "tessera-coordinator", "tessera-workflow"] {
+        assert!(all.contains_key(krate), "{krate} is a workspace package");
+    }
     assert!(
         all.contains_key("tessera-cli"),
         "workspace packages: {:?}",

@@ -14,6 +14,7 @@ mod ingest;
 mod interop;
 mod provenance;
 mod register;
+mod run;
 mod simulate;
 mod tiles;
 mod workflow;

@@ -74,6 +74,8 @@ fn load(source: &str) -> anyhow::Result<Rois> {
         bail!("{source}: no such file or directory");
     }
     let store = Store::open(&location)?;
+    // An interrupted write or run is refused before anything is read from it.
+    store.check_complete()?;
     // A simulation's ground truth, or an extraction's ROIs.
     let (group, traces_path) = if store.attributes("ground_truth/footprints")?.is_some() {
         ("ground_truth", "ground_truth/fluorescence")

@@ -238,10 +238,19 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        assert_eq!(tessera_io::provenance::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            tessera_io::provenance::rfc3339(UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         let t = UNIX_EPOCH + Duration::from_millis(1_795_914_061_250);
-        assert_eq!(tessera_io::provenance::rfc3339(t), "2026-11-29T01:01:01.250Z");
+        assert_eq!(
+            tessera_io::provenance::rfc3339(t),
+            "2026-11-29T01:01:01.250Z"
+        );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(tessera_io::provenance::rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            tessera_io::provenance::rfc3339(leap),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 }

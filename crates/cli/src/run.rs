@@ -75,35 +75,46 @@ fn pause(seed: u64, task: usize) -> Duration {
 /// A path or URI made absolute (a filesystem path), so records name it from anywhere.
 fn absolute(uri: &str) -> anyhow::Result<String> {
     Ok(match Location::parse(uri)? {
-        Location::File(p) => std::path::absolute(&p)
-            .unwrap_or(p)
-            .display()
-            .to_string(),
+        Location::File(p) => std::path::absolute(&p).unwrap_or(p).display().to_string(),
         _ => uri.trim_end_matches('/').to_string(),
     })
 }
 
-type Reply = (usize, usize, u64, Result<TaskResult, tessera_worker::WorkerError>);
+type Reply = (
+    usize,
+    usize,
+    u64,
+    Result<TaskResult, tessera_worker::WorkerError>,
+);
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let began = Started::now();
     let started = Instant::now();
     let w = tessera_workflow::load(&args.workflow)?;
-    let uri = args.input.clone().or_else(|| w.input.uri.clone()).with_context(|| {
-        format!(
-            "no recording to run on: give --input URI or set input.uri in {}",
-            args.workflow.display()
-        )
-    })?;
-    let out_uri = args.output.clone().or_else(|| w.outputs.uri.clone()).with_context(|| {
-        format!(
-            "no output location: give --output URI or set outputs.uri in {}",
-            args.workflow.display()
-        )
-    })?;
+    let uri = args
+        .input
+        .clone()
+        .or_else(|| w.input.uri.clone())
+        .with_context(|| {
+            format!(
+                "no recording to run on: give --input URI or set input.uri in {}",
+                args.workflow.display()
+            )
+        })?;
+    let out_uri = args
+        .output
+        .clone()
+        .or_else(|| w.outputs.uri.clone())
+        .with_context(|| {
+            format!(
+                "no output location: give --output URI or set outputs.uri in {}",
+                args.workflow.display()
+            )
+        })?;
     crate::transform::refuse_overlap(&uri, &out_uri)?;
     let array = args.array.as_deref().or(w.input.array.as_deref());
-    let rec = Recording::open(&uri, array).with_context(|| format!("failed to open recording {uri}"))?;
+    let rec =
+        Recording::open(&uri, array).with_context(|| format!("failed to open recording {uri}"))?;
     let shape = rec.shape();
     let mut meta = rec.meta().clone();
     if let Some(r) = w.input.frame_rate_hz {
@@ -200,17 +211,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             shape,
             chunks: rec.chunks(),
             meta: meta.clone(),
-            pieces: produced_by(si, DataKind::Movie)
-                .map_or_else(|| vec![input_piece.clone()], |j| pieces_of(j, Some("movie"))),
+            pieces: produced_by(si, DataKind::Movie).map_or_else(
+                || vec![input_piece.clone()],
+                |j| pieces_of(j, Some("movie")),
+            ),
         };
-        let shifts = produced_by(si, DataKind::Shifts).map_or_else(Vec::new, |j| pieces_of(j, None));
+        let shifts =
+            produced_by(si, DataKind::Shifts).map_or_else(Vec::new, |j| pieces_of(j, None));
         let srcs = sources(&w, &plan, si);
         for (ti, tile) in sp.tiles.iter().enumerate() {
             let mut inputs = Vec::new();
             let mut d = BTreeSet::new();
             for &j in &srcs {
-                let (src_uses, _) = stage_of(&w, &plan.stages[j].name)
-                    .with_context(|| format!("plan stage {} has no workflow stage", plan.stages[j].name))?;
+                let (src_uses, _) = stage_of(&w, &plan.stages[j].name).with_context(|| {
+                    format!("plan stage {} has no workflow stage", plan.stages[j].name)
+                })?;
                 for (t, k) in plan.stages[j].tiles.iter().zip(&keys[j]) {
                     if meets(&t.core, &tile.halo) {
                         inputs.push(TaskInput {
@@ -231,7 +246,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 key: keys[si][ti].clone(),
                 stage: sp.name.clone(),
                 uses: uses.clone(),
-                params: stage.with.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                params: stage
+                    .with
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 tile: tile.clone(),
                 bin_frames: sp.bin_frames,
                 movie: movie.clone(),
@@ -254,7 +273,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         allow_missing: false,
     };
     let mut state = Run::new(
-        specs.iter().zip(&deps).map(|(s, d)| (s.key.clone(), d.clone())).collect(),
+        specs
+            .iter()
+            .zip(&deps)
+            .map(|(s, d)| (s.key.clone(), d.clone()))
+            .collect(),
         policy,
     )?;
     let total = specs.len();
@@ -263,7 +286,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (i, spec) in specs.iter().enumerate() {
             if let Some(manifest) = tessera_worker::committed(&spec.output) {
                 let acts = step(&mut state, Event::Recovered { task: i, manifest });
-                recovered += acts.iter().filter(|a| matches!(a, Action::Committed { .. })).count();
+                recovered += acts
+                    .iter()
+                    .filter(|a| matches!(a, Action::Committed { .. }))
+                    .count();
             }
         }
         eprintln!("resuming {out_uri}: {recovered} of {total} tasks already committed");
@@ -328,7 +354,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     let mut spec = specs[task].clone();
                     for input in &mut spec.inputs {
                         if let Some(i) = specs.iter().position(|s| s.key == input.key)
-                            && let tessera_coordinator::TaskState::Committed { manifest } = &state.tasks[i].state
+                            && let tessera_coordinator::TaskState::Committed { manifest } =
+                                &state.tasks[i].state
                         {
                             input.manifest = manifest.clone();
                         }
@@ -357,7 +384,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     Ok(r) => {
                         records.insert(task, r.record);
                         executed += 1;
-                        Outcome::Done { manifest: r.manifest }
+                        Outcome::Done {
+                            manifest: r.manifest,
+                        }
                     }
                     Err(e) if e.is_retryable() => Outcome::Retryable {
                         error: format!("{what}: {e}"),

@@ -190,6 +190,9 @@ impl Output {
         }
         match &target {
             Location::File(path) => {
+                if resume {
+                    return Output::in_place(target.clone(), path, overwrite);
+                }
                 if path.exists() && !overwrite {
                     return Err(IoError::Exists(path.display().to_string()));
                 }
@@ -210,9 +213,6 @@ impl Output {
                     path: parent.clone(),
                     source,
                 })?;
-                if resume {
-                    return Output::in_place(target.clone(), path, overwrite);
-                }
                 let staging = parent.join(format!(".{name}.partial"));
                 if staging.exists() {
                     std::fs::remove_dir_all(&staging).map_err(|source| IoError::File {

@@ -13,8 +13,8 @@ use tessera_io::{Location, Output, Store};
 use tessera_kernels::deconv::{OasisParams, deconvolve as oasis};
 use tessera_kernels::extract::tiles::{TileComponent, merge_across_tiles};
 use tessera_kernels::extract::{
-    CnmfParams, Component, DetectParams, Morphology, PixelMovie, QcParams, demix as cnmf_demix,
-    detect_within, quality, refit,
+    CnmfParams, Component, DetectParams, PixelMovie, QcParams, demix as cnmf_demix, detect_within,
+    quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::dff;
@@ -569,13 +569,4 @@ pub(super) fn deconvolve(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerEr
             "rois/deconvolution.json",
         ],
     })
-}
-
-#[allow(dead_code)]
-fn morphology(spec: &TaskSpec) -> Morphology {
-    if spec.context.morphology == "any" {
-        Morphology::Any
-    } else {
-        Morphology::Soma
-    }
 }
