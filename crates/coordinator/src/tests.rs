@@ -473,3 +473,63 @@ fn dependencies_must_come_first() {
         RunStatus::Succeeded
     );
 }
+
+/// A restarted run recovers the tasks whose committed outputs it finds, in dependency order,
+/// and grants only the others; a recovered task whose dependencies are not committed stays
+/// pending (its output cannot be trusted to match).
+#[test]
+fn recovered_tasks_count_as_committed_and_are_not_granted_again() {
+    let mut run = Run::new(
+        vec![
+            ("a".into(), vec![]),
+            ("b".into(), vec![0]),
+            ("c".into(), vec![1]),
+        ],
+        policy(),
+    )
+    .unwrap();
+    let recovered = |run: &mut Run, task: usize| {
+        step(
+            run,
+            Event::Recovered {
+                task,
+                manifest: format!("m{task}"),
+            },
+        )
+    };
+    assert!(recovered(&mut run, 2).is_empty(), "c before b is ignored");
+    assert_eq!(recovered(&mut run, 0), vec![Action::Committed { task: 0 }]);
+    let grants = step(
+        &mut run,
+        Event::Poll {
+            worker: "w".into(),
+            slots: 3,
+            now: 0,
+        },
+    );
+    assert_eq!(grants.len(), 1);
+    let Action::Grant { task: 1, token, .. } = grants[0] else {
+        panic!("{grants:?}")
+    };
+    step(
+        &mut run,
+        Event::Report {
+            worker: "w".into(),
+            task: 1,
+            token,
+            outcome: Outcome::Done {
+                manifest: "m1".into(),
+            },
+            now: 1,
+        },
+    );
+    let end = recovered(&mut run, 2);
+    assert!(
+        end.contains(&Action::Finished(RunStatus::Succeeded)),
+        "{end:?}"
+    );
+    assert!(
+        recovered(&mut run, 1).is_empty(),
+        "recovering twice changes nothing"
+    );
+}

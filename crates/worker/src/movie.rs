@@ -208,3 +208,117 @@ impl FrameChunks for MovieFrames<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use ndarray::{Array3, s};
+    use tessera_core::{Box3, RecordingMeta, Shape3};
+    use tessera_io::{Output, RecordingWriter, WriteOptions};
+
+    use super::{MovieReader, MovieSource, Piece};
+
+    fn write(path: &std::path::Path, data: &Array3<f32>) -> String {
+        let uri = path.to_str().unwrap().to_string();
+        let out = Output::create(&uri, true).unwrap();
+        let (t, y, x) = data.dim();
+        let options = WriteOptions {
+            chunks: [4, 8, 8],
+            ..WriteOptions::default()
+        };
+        let mut w = RecordingWriter::<f32>::create(
+            &out,
+            Shape3::new(t as u64, y as u64, x as u64).unwrap(),
+            &options,
+        )
+        .unwrap();
+        w.append(data.view()).unwrap();
+        w.finish().unwrap();
+        out.finish().unwrap();
+        uri
+    }
+
+    /// A movie cut into 2 x 2 x 2 pieces reads back, box by box and binned, exactly as the
+    /// whole array sliced and averaged by hand.
+    #[test]
+    fn pieces_read_as_the_whole_movie() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, h, w) = (10u64, 12u64, 9u64);
+        let whole = Array3::from_shape_fn((t as usize, h as usize, w as usize), |(a, b, c)| {
+            (a * 1000 + b * 10 + c) as f32
+        });
+        let mut pieces = Vec::new();
+        for (ti, tr) in [0..6u64, 6..t].into_iter().enumerate() {
+            for (yi, yr) in [0..5u64, 5..h].into_iter().enumerate() {
+                for (xi, xr) in [0..4u64, 4..w].into_iter().enumerate() {
+                    let part = whole
+                        .slice(s![
+                            tr.start as usize..tr.end as usize,
+                            yr.start as usize..yr.end as usize,
+                            xr.start as usize..xr.end as usize
+                        ])
+                        .to_owned();
+                    let uri = write(&dir.path().join(format!("p{ti}{yi}{xi}")), &part);
+                    pieces.push(Piece {
+                        core: Box3 {
+                            t: tr.clone(),
+                            y: yr.clone(),
+                            x: xr.clone(),
+                        },
+                        uri,
+                        array: Some("movie".into()),
+                    });
+                }
+            }
+        }
+        let reader = MovieReader::open(&MovieSource {
+            shape: Shape3::new(t, h, w).unwrap(),
+            chunks: [4, 8, 8],
+            meta: RecordingMeta::default(),
+            pieces,
+        })
+        .unwrap();
+        for (tr, yr, xr) in [
+            (0..10u64, 0..12u64, 0..9u64),
+            (3..8, 2..11, 1..7),
+            (5..7, 4..6, 3..5),
+            (9..10, 11..12, 8..9),
+        ] {
+            let b = Box3 {
+                t: tr.clone(),
+                y: yr.clone(),
+                x: xr.clone(),
+            };
+            let got = reader.read(&b).unwrap();
+            let want = whole.slice(s![
+                tr.start as usize..tr.end as usize,
+                yr.start as usize..yr.end as usize,
+                xr.start as usize..xr.end as usize
+            ]);
+            assert_eq!(got, want, "box {b}");
+        }
+        // Binned by 3 (the last bin holds one frame), over rows 2..9 and columns 1..8.
+        let binned = reader.read_binned(2..9, 1..8, 3).unwrap();
+        assert_eq!(binned.dim(), (4, 7, 7));
+        for (i, frames) in [(0, 0..3), (1, 3..6), (2, 6..9), (3, 9..10)] {
+            let n = frames.len() as f32;
+            let want = whole
+                .slice(s![frames, 2..9, 1..8])
+                .sum_axis(ndarray::Axis(0))
+                .mapv(|v| v / n);
+            let got = binned.index_axis(ndarray::Axis(0), i);
+            assert!(
+                got.iter()
+                    .zip(want.iter())
+                    .all(|(a, b)| (a - b).abs() < 1e-3),
+                "bin {i}"
+            );
+        }
+        // Runs of whole frames, chunk-aligned, within the asked length.
+        assert_eq!(reader.frame_runs(5), vec![0..4, 4..8, 8..10]);
+        assert_eq!(reader.frame_runs(1), vec![0..4, 4..8, 8..10]);
+        assert_eq!(reader.frame_runs(8), vec![0..8, 8..10]);
+        assert_eq!(reader.frame_runs(100), vec![0..10]);
+    }
+}
