@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: builds tessera, then runs the analysis on a simulated recording with ground truth
-# (simulate -> register -> extract -> evaluate) and on the real neurofinder clip from ../shared/data
+# (simulate -> register -> extract -> evaluate, then the same as a workflow with tessera run) and on
+# the real neurofinder clip from ../shared/data
 # (ingest -> extract -> evaluate against the lab's labels). Outputs go to out/quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +20,12 @@ echo "== evaluate against the simulation's ground truth"
 "$bin" evaluate --truth "$out/sim.zarr" --estimate "$out/rois.zarr"
 echo "== verify: re-hash the output and its input against the provenance record"
 "$bin" verify "$out/rois.zarr"
-echo "== the same pipeline as a workflow: validate it and print its tile plan for this recording"
+echo "== the same pipeline as a workflow: validate it, print its tile plan, run it in 128-px tiles on 2 workers"
 "$bin" validate workflows/two-photon.yaml
-"$bin" plan workflows/two-photon.yaml --input "$out/registered.zarr"
+"$bin" plan workflows/two-photon.yaml --input "$out/sim.zarr" --tile-size 128
+"$bin" run workflows/two-photon.yaml --input "$out/sim.zarr" --output "$out/run" --tile-size 128 --workers 2 --overwrite
+"$bin" evaluate --truth "$out/sim.zarr" --estimate "$out/run"
+"$bin" verify "$out/run"
 nf=../shared/data/neurofinder.01.01
 if [ -d "$nf/images" ]; then
   echo "== real data: neurofinder.01.01 (101 frames, labelled by the Hausser lab)"

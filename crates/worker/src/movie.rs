@@ -177,11 +177,38 @@ impl MovieReader {
     }
 }
 
-/// The movie streamed as runs of whole frames (refit, QC, summaries).
+/// The movie streamed as runs of whole frames (refit, QC, summaries). When one run holds every
+/// frame, the movie is read once and kept for the passes that follow (the refit makes several).
 #[derive(Debug)]
 pub struct MovieFrames<'a> {
-    pub reader: &'a MovieReader,
-    pub runs: Vec<Range<usize>>,
+    reader: &'a MovieReader,
+    runs: Vec<Range<usize>>,
+    whole: std::sync::OnceLock<PixelMovie>,
+}
+
+impl<'a> MovieFrames<'a> {
+    pub fn new(reader: &'a MovieReader, runs: Vec<Range<usize>>) -> MovieFrames<'a> {
+        MovieFrames {
+            reader,
+            runs,
+            whole: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn runs(&self) -> &[Range<usize>] {
+        &self.runs
+    }
+
+    fn read_run(&self, run: &Range<usize>) -> Result<PixelMovie, WorkerError> {
+        let shape = self.reader.shape();
+        let frames = self.reader.read(&Box3::within(
+            &shape,
+            run.start as u64..run.end as u64,
+            0..shape.y,
+            0..shape.x,
+        )?)?;
+        Ok(PixelMovie::from_frames(frames.view()))
+    }
 }
 
 impl FrameChunks for MovieFrames<'_> {
@@ -193,16 +220,19 @@ impl FrameChunks for MovieFrames<'_> {
     }
 
     fn for_each_chunk(&self, visit: &mut ChunkVisitor<'_>) -> Result<(), WorkerError> {
-        let shape = self.reader.shape();
+        if let [run] = self.runs.as_slice() {
+            let pm = match self.whole.get() {
+                Some(pm) => pm,
+                None => {
+                    let pm = self.read_run(run)?;
+                    self.whole.get_or_init(|| pm)
+                }
+            };
+            visit(run.clone(), pm.data.view())?;
+            return Ok(());
+        }
         for run in &self.runs {
-            let frames = self.reader.read(&Box3::within(
-                &shape,
-                run.start as u64..run.end as u64,
-                0..shape.y,
-                0..shape.x,
-            )?)?;
-            let pm = PixelMovie::from_frames(frames.view());
-            drop(frames);
+            let pm = self.read_run(run)?;
             visit(run.clone(), pm.data.view())?;
         }
         Ok(())

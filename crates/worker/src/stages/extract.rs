@@ -357,10 +357,7 @@ pub(super) fn merge(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> 
     let kept = candidates.len();
     let merged = merge_across_tiles(candidates, h * w, w, params.merge_threshold);
     let merges = kept - merged.len();
-    let frames = MovieFrames {
-        reader: &reader,
-        runs: reader.frame_runs(frames_per_run(spec, RUN_COPIES)),
-    };
+    let frames = MovieFrames::new(&reader, reader.frame_runs(frames_per_run(spec, RUN_COPIES)));
     let (comps, bg) = refit(&frames, merged, &params)?;
     out.write_group_at("rois", serde_json::Map::new())?;
     write_components(out, "rois", w, t, &comps)?;
@@ -392,7 +389,7 @@ pub(super) fn merge(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> 
     Ok(Done {
         figures: json!({"tiles": tiles.len(), "kept_by_ownership": kept,
                         "merged_across_tiles": merges, "components": comps.len(),
-                        "frames_per_run": frames.runs.first().map_or(0, |r| r.len())}),
+                        "frames_per_run": frames.runs().first().map_or(0, |r| r.len())}),
         publishes: vec![
             "rois/footprints",
             "rois/traces",
@@ -438,10 +435,7 @@ pub(super) fn qc(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
         base.max_size_px = usize::MAX;
     }
     let params: QcParams = params_over(spec, base, &[])?;
-    let frames = MovieFrames {
-        reader: &reader,
-        runs: reader.frame_runs(frames_per_run(spec, RUN_COPIES)),
-    };
+    let frames = MovieFrames::new(&reader, reader.frame_runs(frames_per_run(spec, RUN_COPIES)));
     let reports = quality(&frames, &comps, &bg, &params)?;
     let accepted: Vec<bool> = reports.iter().map(|q| q.accepted).collect();
     out.write_group_at("rois", serde_json::Map::new())?;
