@@ -102,7 +102,16 @@ fn every_example_workflow_runs_and_is_scored() {
             assert!(r["outputs"]["manifest_sha256"].is_string(), "{r}");
             assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
         }
-        assert!(Path::new(&format!("{out}/ro-crate-metadata.json")).exists());
+        let crate_json = std::fs::read_to_string(format!("{out}/ro-crate-metadata.json")).unwrap();
+        assert!(
+            crate_json.contains("ComputationalWorkflow") && crate_json.contains("run/tasks.jsonl"),
+            "{crate_json}"
+        );
+        let shown = ok(&["provenance", &out]);
+        assert!(
+            shown.contains(&format!("{tasks} ({tasks} run, 0 resumed)")),
+            "{shown}"
+        );
         ok(&["verify", &out]);
         let score = f1(&p(recording), &out);
         figures.push(format!("{workflow} on {recording}: F1 {score:.3}"));

@@ -189,6 +189,23 @@ pub fn show(args: ShowArgs) -> anyhow::Result<()> {
         s(&record["tool"]["git_commit"])
     );
     println!("command   {}", s(&record["command"]));
+    if record.get("run").is_some() {
+        let r = &record["run"];
+        println!(
+            "workflow  {} (sha256 {}...), {} stage(s) planned",
+            s(&record["workflow"]["metadata"]["name"]),
+            short(&record["workflow_sha256"]),
+            r["stages"].as_array().map_or(0, Vec::len)
+        );
+        println!(
+            "tasks     {} ({} run, {} resumed) on {} worker(s); their records: {}",
+            s(&r["tasks"]),
+            s(&r["executed"]),
+            s(&r["recovered"]),
+            s(&r["workers"]),
+            s(&r["task_records"])
+        );
+    }
     println!(
         "ran on    {}{}",
         s(&record["host"]),

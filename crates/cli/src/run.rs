@@ -508,6 +508,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                    "recovered": recovered, "stages": stages, "input_digest": digest,
                    "task_records": "run/tasks.jsonl", "memory_per_task_bytes": budget}),
         );
+        obj.insert(
+            "ro_crate".into(),
+            json!({"workflow": "run/workflow.json", "parts": [
+                {"@id": "run/workflow.json", "@type": "File", "encodingFormat": "application/json",
+                 "name": w.metadata.name.clone().unwrap_or_else(|| "workflow".into()),
+                 "description": "the normalized workflow: every default explicit"},
+                {"@id": "run/tasks.jsonl", "@type": "File", "encodingFormat": "application/jsonl",
+                 "name": "provenance record of every task"},
+                {"@id": "rois/", "@type": "Dataset", "name": "ROIs, traces, spikes and QC"},
+                {"@id": "tasks/", "@type": "Dataset", "name": "every task's output, by content key"},
+            ]}),
+        );
     }
     output.set_provenance(record)?;
     let location = output.finish()?;

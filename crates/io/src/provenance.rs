@@ -136,15 +136,38 @@ fn ro_crate(record: &Value, manifest: &Manifest) -> Value {
         .as_array()
         .map(|a| a.iter().map(|i| json!({"@id": s(&i["uri"])})).collect())
         .unwrap_or_default();
+    // A run names its workflow and other parts (`ro_crate.workflow`, `ro_crate.parts`): the crate
+    // then follows the Workflow Run Crate profile (the workflow is the action's instrument too).
+    let workflow = record["ro_crate"]["workflow"].as_str().map(str::to_string);
+    let parts: Vec<Value> = record["ro_crate"]["parts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut has_part = vec![
+        json!({"@id": "provenance/record.json"}),
+        json!({"@id": "provenance/manifest.json"}),
+    ];
+    has_part.extend(parts.iter().map(|p| json!({"@id": p["@id"]})));
+    let mut instrument = vec![json!({"@id": tool_id})];
+    let mut root = json!({"@id": "./", "@type": "Dataset", "name": format!("tessera {}", s(&record["command_name"])),
+           "datePublished": s(&record["finished_at"]),
+           "hasPart": has_part,
+           "description": format!("{} files, {} bytes; manifest sha256 {}",
+               manifest.files.len(), manifest.files.values().map(|f| f.size).sum::<u64>(),
+               manifest.digest())});
+    let mut metadata = json!({"@id": "ro-crate-metadata.json", "@type": "CreativeWork",
+           "conformsTo": {"@id": "https://w3id.org/ro/crate/1.1"}, "about": {"@id": "./"}});
+    if let Some(w) = &workflow {
+        instrument.push(json!({"@id": w}));
+        root["mainEntity"] = json!({"@id": w});
+        metadata["conformsTo"] = json!([
+            {"@id": "https://w3id.org/ro/crate/1.1"},
+            {"@id": "https://w3id.org/ro/wfrun/workflow/0.5"}
+        ]);
+    }
     let mut graph = vec![
-        json!({"@id": "ro-crate-metadata.json", "@type": "CreativeWork",
-               "conformsTo": {"@id": "https://w3id.org/ro/crate/1.1"}, "about": {"@id": "./"}}),
-        json!({"@id": "./", "@type": "Dataset", "name": format!("tessera {}", s(&record["command_name"])),
-               "datePublished": s(&record["finished_at"]),
-               "hasPart": [{"@id": "provenance/record.json"}, {"@id": "provenance/manifest.json"}],
-               "description": format!("{} files, {} bytes; manifest sha256 {}",
-                   manifest.files.len(), manifest.files.values().map(|f| f.size).sum::<u64>(),
-                   manifest.digest())}),
+        metadata,
+        root,
         json!({"@id": "provenance/record.json", "@type": "File", "encodingFormat": "application/json",
                "name": "provenance record"}),
         json!({"@id": "provenance/manifest.json", "@type": "File", "encodingFormat": "application/json",
@@ -153,8 +176,21 @@ fn ro_crate(record: &Value, manifest: &Manifest) -> Value {
                "version": s(&tool["version"]), "identifier": s(&tool["git_commit"])}),
         json!({"@id": "#action", "@type": "CreateAction", "name": s(&record["command"]),
                "startTime": s(&record["started_at"]), "endTime": s(&record["finished_at"]),
-               "instrument": {"@id": tool_id}, "object": inputs.clone(), "result": {"@id": "./"}}),
+               "instrument": instrument, "object": inputs.clone(), "result": {"@id": "./"}}),
     ];
+    for p in parts {
+        graph.push(p);
+    }
+    if let Some(w) = &workflow {
+        graph.push(
+            json!({"@id": "#tessera-workflow-language", "@type": "ComputerLanguage",
+                          "name": "tessera workflow", "identifier": "tessera/v1"}),
+        );
+        if let Some(entity) = graph.iter_mut().find(|e| e["@id"] == json!(w)) {
+            entity["@type"] = json!(["File", "SoftwareSourceCode", "ComputationalWorkflow"]);
+            entity["programmingLanguage"] = json!({"@id": "#tessera-workflow-language"});
+        }
+    }
     for i in inputs {
         graph.push(json!({"@id": i["@id"], "@type": "Dataset"}));
     }
