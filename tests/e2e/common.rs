@@ -50,6 +50,16 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
+/// The path of an example workflow in `workflows/`.
+pub fn example(name: &str) -> String {
+    repo_root()
+        .join("workflows")
+        .join(name)
+        .to_str()
+        .expect("UTF-8 path")
+        .to_string()
+}
+
 /// `../shared/data` beside the repository.
 pub fn shared_data() -> PathBuf {
     repo_root().join("../shared/data")

@@ -10,16 +10,7 @@ use std::time::{Duration, Instant};
 
 use tessera_io::{Location, Manifest};
 
-use crate::common::{evaluate, fails, ok, python, repo_root, score, tessera};
-
-fn example(name: &str) -> String {
-    repo_root()
-        .join("workflows")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use crate::common::{evaluate, example, fails, ok, python, score, tessera};
 
 fn simulate(out: &str, preset: &str, size: &str, frames: &str, extra: &[&str]) {
     let mut args = vec![
@@ -61,7 +52,7 @@ fn every_example_workflow_runs_and_is_scored() {
         "1000",
         &["--motion-px", "0", "--set", "dendrite_density_per_mm2=150"],
     );
-    // (workflow, recording, F1 floor): the floors sit a little under the figures measured on
+    // Two workers, so that tasks of one stage overlap those of the next. (workflow, recording, F1 floor): the floors sit a little under the figures measured on
     // these recordings (docs/ACCURACY.md). The endoscope workflow runs on a two-photon recording:
     // one-photon extraction (a ring background model) is not built yet.
     let cases = [
@@ -81,6 +72,8 @@ fn every_example_workflow_runs_and_is_scored() {
             &p(recording),
             "--output",
             &out,
+            "--workers",
+            "2",
         ]);
         assert!(stdout.contains("0 resumed"), "{stdout}");
         // The run's record, its task log and its RO-Crate.
@@ -94,6 +87,8 @@ fn every_example_workflow_runs_and_is_scored() {
             workflow.trim_end_matches(".yaml")
         );
         let tasks = record["run"]["tasks"].as_u64().unwrap();
+        // No task read something its dependencies had not committed (that would fail and retry).
+        assert_eq!(record["run"]["retries"], 0, "{}", record["run"]);
         let log = std::fs::read_to_string(format!("{out}/run/tasks.jsonl")).unwrap();
         assert_eq!(log.lines().count() as u64, tasks, "one record per task");
         for line in log.lines() {

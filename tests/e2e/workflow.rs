@@ -1,16 +1,7 @@
 //! `tessera validate`, `tessera stages` and `tessera plan` on the example workflows and on broken
 //! ones: the pipeline as data, checked before any work starts.
 
-use crate::common::{fails, ok, repo_root};
-
-fn example(name: &str) -> String {
-    repo_root()
-        .join("workflows")
-        .join(name)
-        .to_str()
-        .unwrap()
-        .to_string()
-}
+use crate::common::{example, fails, ok};
 
 #[test]
 fn the_example_workflows_validate_and_plan_on_a_recording() {

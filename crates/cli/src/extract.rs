@@ -20,15 +20,15 @@ use ndarray::{Array1, Array2};
 use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::tiling::{PlanInput, StageTiling, TilingKind, plan_tiles};
-use tessera_core::{Box3, Region, regions_to_json};
+use tessera_core::{Region, regions_to_json};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::tiles::{MergeParams, TileWindow, extract_tiled};
 use tessera_kernels::extract::{
-    CnmfParams, DetectParams, DetectionImages, FrameChunks, Morphology, PixelMovie, QcParams,
-    demix, detect_within, quality, refit,
+    CnmfParams, DetectParams, DetectionImages, Morphology, PixelMovie, QcParams, demix,
+    detect_within, quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
-use tessera_kernels::traces::dff;
+use tessera_kernels::traces::component_dff;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -83,16 +83,6 @@ pub enum MorphologyArg {
 
 /// Default of `--ar-order` (and of the workflow catalogue's `deconvolve.order`).
 pub const DEFAULT_AR_ORDER: u8 = 2;
-
-/// Frames in about 100 ms, the rise time of GCaMP transients: binning that far keeps a transient's
-/// shape while averaging shot noise down.
-fn default_bin_frames(frame_rate_hz: Option<f64>) -> usize {
-    frame_rate_hz
-        .filter(|f| f.is_finite() && *f > 0.0)
-        .map_or(1, |f| (f * BIN_SECONDS).round().clamp(1.0, 64.0) as usize)
-}
-
-const BIN_SECONDS: f64 = 0.1;
 
 /// Default of `--min-in-view`.
 const MIN_IN_VIEW_FRACTION: f32 = 0.8;
@@ -157,15 +147,6 @@ struct StreamPlan {
     bin_frames: u64,
 }
 
-/// What the process holds besides a tile or a run of frames: the program, its thread stacks and
-/// decoding buffers (about 25 MB measured), images and masks of the whole field, and the
-/// components' traces (a few copies of about one trace per `(2r)^2` pixels).
-fn reserve_bytes(shape: tessera_core::Shape3, radius: f64) -> u64 {
-    let pixels = (shape.y * shape.x) as f64;
-    let cells = pixels / (4.0 * radius * radius).max(1.0);
-    (40.0 * 1024.0 * 1024.0 + pixels * 64.0 + cells * shape.t as f64 * 4.0 * 4.0) as u64
-}
-
 /// Tiles for detection and demixing (spatial, halo twice the radius; the planner picks the largest
 /// core that fits `budget` unless `tile_px` is given) and runs of frames for the streamed refit and
 /// QC (temporal, as many frames as fit), both after the fixed reserve.
@@ -177,7 +158,7 @@ fn plan_streaming(
     tile_px: Option<u64>,
     morphology: MorphologyArg,
 ) -> anyhow::Result<StreamPlan> {
-    let reserve = reserve_bytes(shape, radius);
+    let reserve = tessera_worker::reserve_bytes(shape, radius);
     if budget <= reserve {
         bail!(
             "a memory budget of {:.0} MB leaves nothing for tiles: the {}x{}x{} recording needs about {:.0} MB besides them (images of the field, traces)",
@@ -229,73 +210,6 @@ fn plan_streaming(
     })
 }
 
-/// Reads a tile's halo box over all frames as float32, averaging runs of `bin` frames into one (the
-/// last run may be shorter), a storage chunk of frames at a time into one array (no second copy
-/// of the box), refusing non-finite samples with their position.
-fn read_tile(
-    rec: &tessera_io::Recording,
-    uri: &str,
-    window: &TileWindow,
-    bin: u64,
-) -> anyhow::Result<ndarray::Array3<f32>> {
-    let shape = rec.shape();
-    let bin = bin.max(1);
-    // Whole bins per read, about a storage chunk of frames.
-    let slab = rec.chunks()[0].max(1).div_ceil(bin) * bin;
-    let (ys, xs) = (window.halo_y.clone(), window.halo_x.clone());
-    let frames = shape.t.div_ceil(bin) as usize;
-    let mut out = ndarray::Array3::<f32>::zeros((frames, ys.len(), xs.len()));
-    let mut t0 = 0;
-    while t0 < shape.t {
-        let t1 = (t0 + slab).min(shape.t);
-        let b = Box3::within(
-            &shape,
-            t0..t1,
-            ys.start as u64..ys.end as u64,
-            xs.start as u64..xs.end as u64,
-        )?;
-        let block = rec
-            .read_box_f32(&b)
-            .with_context(|| format!("failed to read box {b} of {uri}"))?;
-        check_finite(&block, uri, (t0 as usize, ys.start, xs.start))?;
-        if bin == 1 {
-            out.slice_mut(ndarray::s![t0 as usize..t1 as usize, .., ..])
-                .assign(&block);
-        } else {
-            for (i, group) in block
-                .axis_chunks_iter(ndarray::Axis(0), bin as usize)
-                .enumerate()
-            {
-                let mut dst = out.index_axis_mut(ndarray::Axis(0), (t0 / bin) as usize + i);
-                for frame in group.outer_iter() {
-                    dst += &frame;
-                }
-                dst /= group.len_of(ndarray::Axis(0)) as f32;
-            }
-        }
-        t0 = t1;
-    }
-    Ok(out)
-}
-
-/// Refuses a block holding NaN or infinity, naming the first such sample in the recording's frame
-/// and pixel coordinates (`origin` is the block's first frame, row and column).
-fn check_finite(
-    block: &ndarray::Array3<f32>,
-    uri: &str,
-    origin: (usize, usize, usize),
-) -> anyhow::Result<()> {
-    if let Some(((t, y, x), v)) = block.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        bail!(
-            "{uri} holds a non-finite value ({v}) at frame {}, pixel ({}, {}): extraction needs finite data (crop or fill such pixels first)",
-            origin.0 + t,
-            origin.1 + y,
-            origin.2 + x
-        );
-    }
-    Ok(())
-}
-
 /// Logs (at info, `TESSERA_LOG=info`) the end of a phase of a tiled run: seconds since the start
 /// and the peak memory so far.
 fn log_phase(phase: &str, started: std::time::Instant) {
@@ -305,46 +219,6 @@ fn log_phase(phase: &str, started: std::time::Instant) {
         peak_rss_bytes = crate::transform::peak_rss_bytes(),
         "extract"
     );
-}
-
-/// The recording streamed as runs of whole frames for the refit and QC.
-struct RecordingFrames<'a> {
-    rec: &'a tessera_io::Recording,
-    uri: &'a str,
-    runs: Vec<std::ops::Range<usize>>,
-}
-
-impl FrameChunks for RecordingFrames<'_> {
-    type Error = anyhow::Error;
-
-    fn dims(&self) -> (usize, usize, usize) {
-        let s = self.rec.shape();
-        (s.t as usize, s.y as usize, s.x as usize)
-    }
-
-    fn for_each_chunk(
-        &self,
-        visit: &mut tessera_kernels::extract::ChunkVisitor<'_>,
-    ) -> anyhow::Result<()> {
-        let shape = self.rec.shape();
-        for run in &self.runs {
-            let b = Box3::within(
-                &shape,
-                run.start as u64..run.end as u64,
-                0..shape.y,
-                0..shape.x,
-            )?;
-            let frames = self
-                .rec
-                .read_box_f32(&b)
-                .with_context(|| format!("failed to read frames {run:?} of {}", self.uri))?;
-            check_finite(&frames, self.uri, (run.start, 0, 0))?;
-            let pm = PixelMovie::from_frames(frames.view());
-            drop(frames);
-            visit(run.clone(), pm.data.view())?;
-        }
-        Ok(())
-    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -379,13 +253,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => 30.0,
     };
     let output = args.io.create_output()?;
+    let reader = tessera_worker::MovieReader::open(&crate::transform::whole(&rec, &args.io.uri))?;
     let started = std::time::Instant::now();
     let detect_params = DetectParams {
         radius_px: radius,
         min_corr: args.min_corr,
         min_pnr: args.min_pnr,
         bin_frames: args.bin_frames.map_or_else(
-            || default_bin_frames(rec.meta().frame_rate_hz),
+            || tessera_worker::default_bin_frames(rec.meta().frame_rate_hz.unwrap_or(0.0)),
             |b| b as usize,
         ),
         morphology: match args.morphology {
@@ -410,10 +285,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (t, h, w) = (shape.t as usize, shape.y as usize, shape.x as usize);
     let (mean, comps, bg, qc, images, n_seeds, tiling) =
         if args.tile_size.is_none() && args.memory_budget.is_none() {
-            let movie = rec
-                .read_box_f32(&shape.full_box())
+            let movie = reader
+                .read(&shape.full_box())
                 .with_context(|| format!("failed to read {}", args.io.uri))?;
-            check_finite(&movie, &args.io.uri, (0, 0, 0))?;
             let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
             let (found, images) = detect_within(
                 movie.view(),
@@ -461,7 +335,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let mut r = extract_tiled(
                 (t.div_ceil(bin as usize), h, w),
                 &plan.windows,
-                |_, window| read_tile(&rec, &args.io.uri, window, bin),
+                |_, window| -> anyhow::Result<ndarray::Array3<f32>> {
+                    let r = |r: &std::ops::Range<usize>| r.start as u64..r.end as u64;
+                    Ok(reader.read_binned(r(&window.halo_y), r(&window.halo_x), bin)?)
+                },
                 &tile_detect,
                 seedable.as_ref().map(|m| m.view()),
                 &cnmf_params,
@@ -476,11 +353,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             log_phase("tiles", started);
-            let frames = RecordingFrames {
-                rec: &rec,
-                uri: &args.io.uri,
-                runs: plan.frame_runs.clone(),
-            };
+            let frames = tessera_worker::MovieFrames::new(&reader, plan.frame_runs.clone());
             let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
             log_phase("refit", started);
             let qc = quality(&frames, &comps, &bg, &qc_params)?;
@@ -511,21 +384,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let window = ((30.0 * rate).round() as usize).max(1);
     let dffs: Vec<Vec<f32>> = comps
         .par_iter()
-        .map(|c| {
-            let total: f32 = c.weights.iter().sum();
-            let mut f = c.trace.clone();
-            if total > 0.0 {
-                for (&p, &a) in c.pixels.iter().zip(&c.weights) {
-                    for j in 0..bg.b.ncols() {
-                        let s = a * bg.b[[p as usize, j]] / total;
-                        for (fv, &bv) in f.iter_mut().zip(bg.f.row(j)) {
-                            *fv += s * bv;
-                        }
-                    }
-                }
-            }
-            dff(&f, window, 8.0)
-        })
+        .map(|c| component_dff(c, &bg, window, 8.0))
         .collect::<Result<_, _>>()?;
     let width = shape.x as usize;
 
@@ -566,30 +425,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &["cell", "t"],
         none(),
     )?;
-    output.write_array(
-        "rois/dff",
-        &rows(&|i| dffs[i].clone()),
-        &["cell", "t"],
-        none(),
-    )?;
-    output.write_array(
-        "rois/denoised",
-        &rows(&|i| match &deconv[i] {
-            Ok(d) => d.calcium.clone(),
-            Err(_) => vec![f32::NAN; t],
-        }),
-        &["cell", "t"],
-        none(),
-    )?;
-    output.write_array(
-        "rois/spikes",
-        &rows(&|i| match &deconv[i] {
-            Ok(d) => d.spikes.clone(),
-            Err(_) => vec![f32::NAN; t],
-        }),
-        &["cell", "t"],
-        none(),
-    )?;
+    tessera_worker::write_spike_outputs(&output, t, &dffs, &deconv)?;
     let accepted = Array1::from_iter(qc.iter().map(|q| u8::from(q.accepted)));
     output.write_array("rois/accepted", &accepted.into_dyn(), &["cell"], none())?;
     let table: Vec<serde_json::Value> = comps

@@ -20,10 +20,10 @@
 //! ```
 
 use anyhow::Context;
-use ndarray::{Array1, Array2, Array3, Axis};
+use ndarray::{Array1, Array2, Axis};
 use rayon::prelude::*;
 use serde_json::json;
-use tessera_core::{Box3, Dtype};
+use tessera_core::Dtype;
 use tessera_io::{Output, Recording, RecordingWriter, Sample, WriteOptions};
 use tessera_kernels::register::{
     FrameShift, PiecewiseParams, PiecewiseRegistration, RigidParams, RigidRegistration,
@@ -49,34 +49,6 @@ pub struct Args {
     /// Largest residual shift (px) of a block after the rigid shift.
     #[arg(long, default_value_t = PiecewiseParams::default().max_shift_px)]
     pub block_max_shift: f64,
-}
-
-/// Up to `wanted` frames for the template, in 8 contiguous runs spread over the movie (each run
-/// starts at a chunk boundary, so every chunk row is decoded once).
-fn template_sample(rec: &Recording, wanted: usize) -> anyhow::Result<Array3<f32>> {
-    let shape = rec.shape();
-    let ct = rec.chunks()[0];
-    let runs = 8u64.min(shape.t.div_ceil(ct)).max(1);
-    let per_run = (wanted as u64).div_ceil(runs).max(1);
-    let mut blocks = Vec::new();
-    let mut last_end = 0;
-    for i in 0..runs {
-        let start = ((shape.t - per_run.min(shape.t)) * i / (runs - 1).max(1)) / ct * ct;
-        let start = start.max(last_end);
-        let end = (start + per_run).min(shape.t);
-        if start >= end {
-            continue;
-        }
-        last_end = end;
-        blocks.push(rec.read_box_f32(&Box3::within(
-            &shape,
-            start..end,
-            0..shape.y,
-            0..shape.x,
-        )?)?);
-    }
-    let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
-    Ok(ndarray::concatenate(Axis(0), &views)?)
 }
 
 /// Shifts of every frame, and for piecewise registration each frame's block shifts (dy, dx grids).
@@ -181,7 +153,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..RigidParams::default()
     };
     let started = std::time::Instant::now();
-    let sample = template_sample(&rec, params.template_frames)?;
+    let reader = tessera_worker::MovieReader::open(&crate::transform::whole(&rec, &args.io.uri))?;
+    let sample = tessera_worker::template_sample(&reader, params.template_frames)?;
+    drop(reader);
     let seeded = RigidRegistration::from_movie(sample.view(), params.clone())?;
     // Two passes: shifts of a sample of frames against the seeded template, then registration against
     // the template moved to the median position, so the output keeps the recording's own frame.

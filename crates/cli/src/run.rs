@@ -338,6 +338,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut idle: VecDeque<usize> = (0..workers).collect();
     let mut records: BTreeMap<usize, Value> = BTreeMap::new();
     let mut executed = 0usize;
+    let mut retries = 0usize;
     while state.status == RunStatus::Running {
         while let Some(&wi) = idle.front() {
             let acts = step(
@@ -408,6 +409,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     match a {
                         Action::Committed { .. } => bar.inc(1),
                         Action::Retry { error, .. } => {
+                            retries += 1;
                             bar.suspend(|| eprintln!("retrying after: {error}"));
                         }
                         _ => {}
@@ -505,7 +507,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         obj.insert(
             "run".into(),
             json!({"workers": workers, "tasks": total, "executed": executed,
-                   "recovered": recovered, "stages": stages, "input_digest": digest,
+                   "recovered": recovered, "retries": retries, "stages": stages, "input_digest": digest,
                    "task_records": "run/tasks.jsonl", "memory_per_task_bytes": budget}),
         );
         obj.insert(

@@ -96,3 +96,17 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 pub fn peak_rss_bytes() -> Option<u64> {
     tessera_io::provenance::peak_rss_bytes()
 }
+
+/// The recording `rec` (opened from `uri`) as a one-piece movie for the worker's readers.
+pub fn whole(rec: &tessera_io::Recording, uri: &str) -> tessera_worker::MovieSource {
+    tessera_worker::MovieSource {
+        shape: rec.shape(),
+        chunks: rec.chunks(),
+        meta: rec.meta().clone(),
+        pieces: vec![tessera_worker::Piece {
+            core: rec.shape().full_box(),
+            uri: uri.to_string(),
+            array: Some(rec.array_path().to_string()),
+        }],
+    }
+}

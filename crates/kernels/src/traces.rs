@@ -10,6 +10,7 @@
 //! from the exact per-frame percentile by less than the baseline moves over `W / 16` frames.
 
 use crate::KernelError;
+use crate::extract::{Background, Component};
 
 fn percentile(sorted: &[f32], q: f64) -> f32 {
     let idx = ((sorted.len() - 1) as f64 * q / 100.0).round() as usize;
@@ -68,10 +69,74 @@ pub fn dff(f: &[f32], window: usize, q: f64) -> Result<Vec<f32>, KernelError> {
         .collect())
 }
 
+/// dF/F of a demixed component as CaImAn's `detrend_df_f` takes it: `F = c + (a^T B / sum a) f`,
+/// the component's trace plus the background under its footprint (footprint-weighted mean of the
+/// background's spatial factors `B` times its temporal factors `f`), then [`dff`] with a running
+/// `q`-th percentile over `window` frames.
+pub fn component_dff(
+    c: &Component,
+    bg: &Background,
+    window: usize,
+    q: f64,
+) -> Result<Vec<f32>, KernelError> {
+    let total: f32 = c.weights.iter().sum();
+    let mut f = c.trace.clone();
+    if total > 0.0 {
+        for (&p, &a) in c.pixels.iter().zip(&c.weights) {
+            let p = p as usize;
+            if p >= bg.b.nrows() {
+                return Err(KernelError::Shape(format!(
+                    "footprint pixel {p} outside the background's {} pixels",
+                    bg.b.nrows()
+                )));
+            }
+            for j in 0..bg.b.ncols() {
+                let s = a * bg.b[[p, j]] / total;
+                for (fv, &bv) in f.iter_mut().zip(bg.f.row(j)) {
+                    *fv += s * bv;
+                }
+            }
+        }
+    }
+    dff(&f, window, q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::Rng;
+
+    /// The background under a footprint, written out pixel by pixel for a 2-pixel footprint and a
+    /// rank-2 background, then the same dF/F.
+    #[test]
+    fn component_dff_adds_the_background_under_the_footprint() {
+        let t = 200;
+        let c = Component {
+            pixels: vec![1, 3],
+            weights: vec![1.0, 0.5],
+            trace: (0..t).map(|i| ((i % 20) as f32).sin().abs()).collect(),
+            seed: [0, 1],
+        };
+        let b = ndarray::arr2(&[[1.0f32, 0.0], [2.0, 1.0], [0.0, 0.0], [4.0, 3.0]]);
+        let f =
+            ndarray::Array2::from_shape_fn((2, t), |(j, i)| 10.0 + j as f32 + (i as f32) * 0.01);
+        let bg = Background { b, f };
+        let mut want = c.trace.clone();
+        for (i, v) in want.iter_mut().enumerate() {
+            let under = |j: usize| (1.0 * bg.b[[1, j]] + 0.5 * bg.b[[3, j]]) / 1.5 * bg.f[[j, i]];
+            *v += under(0) + under(1);
+        }
+        let got = component_dff(&c, &bg, 60, 8.0).unwrap();
+        let exp = dff(&want, 60, 8.0).unwrap();
+        for (a, b) in got.iter().zip(&exp) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        let outside = Component {
+            pixels: vec![9],
+            ..c
+        };
+        assert!(component_dff(&outside, &bg, 60, 8.0).is_err());
+    }
 
     #[test]
     fn running_percentile_tracks_the_exact_one() {

@@ -31,11 +31,13 @@ pub struct MovieSource {
     pub pieces: Vec<Piece>,
 }
 
-/// An open [`MovieSource`].
+/// An open [`MovieSource`]. Each piece is opened when a read first touches it, so a task reads
+/// only the pieces its dependencies committed (a denoising block of the second half of the frames
+/// never opens the registration task of the first half).
 #[derive(Debug)]
 pub struct MovieReader {
     source: MovieSource,
-    recs: Vec<Recording>,
+    recs: Vec<std::sync::OnceLock<Recording>>,
 }
 
 fn intersect(a: &Range<u64>, b: &Range<u64>) -> Range<u64> {
@@ -47,25 +49,34 @@ fn local(r: &Range<u64>, origin: u64) -> Range<usize> {
 }
 
 impl MovieReader {
-    /// Opens every piece and checks it holds exactly its core's shape.
+    /// A reader of `source`; its pieces are opened on first use.
     pub fn open(source: &MovieSource) -> Result<MovieReader, WorkerError> {
-        let mut recs = Vec::with_capacity(source.pieces.len());
-        for p in &source.pieces {
-            let rec = Recording::open(&p.uri, p.array.as_deref())?;
-            let [t, y, x] = p.core.shape();
-            let got = rec.shape();
-            if (got.t, got.y, got.x) != (t as u64, y as u64, x as u64) {
-                return Err(WorkerError::Spec(format!(
-                    "piece {} holds {}x{}x{}, expected its box {} ({t}x{y}x{x})",
-                    p.uri, got.t, got.y, got.x, p.core
-                )));
-            }
-            recs.push(rec);
-        }
         Ok(MovieReader {
             source: source.clone(),
-            recs,
+            recs: source
+                .pieces
+                .iter()
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
         })
+    }
+
+    /// Piece `i`, opened and checked to hold exactly its core's shape on first use.
+    fn piece(&self, i: usize) -> Result<&Recording, WorkerError> {
+        if let Some(rec) = self.recs[i].get() {
+            return Ok(rec);
+        }
+        let p = &self.source.pieces[i];
+        let rec = Recording::open(&p.uri, p.array.as_deref())?;
+        let [t, y, x] = p.core.shape();
+        let got = rec.shape();
+        if (got.t, got.y, got.x) != (t as u64, y as u64, x as u64) {
+            return Err(WorkerError::Spec(format!(
+                "piece {} holds {}x{}x{}, expected its box {} ({t}x{y}x{x})",
+                p.uri, got.t, got.y, got.x, p.core
+            )));
+        }
+        Ok(self.recs[i].get_or_init(|| rec))
     }
 
     pub fn shape(&self) -> Shape3 {
@@ -86,7 +97,7 @@ impl MovieReader {
     pub fn read(&self, b: &Box3) -> Result<Array3<f32>, WorkerError> {
         let mut out = Array3::<f32>::zeros(b.shape());
         let mut covered = 0usize;
-        for (p, rec) in self.source.pieces.iter().zip(&self.recs) {
+        for (i, p) in self.source.pieces.iter().enumerate() {
             let (t, y, x) = (
                 intersect(&p.core.t, &b.t),
                 intersect(&p.core.y, &b.y),
@@ -100,7 +111,7 @@ impl MovieReader {
                 y: y.start - p.core.y.start..y.end - p.core.y.start,
                 x: x.start - p.core.x.start..x.end - p.core.x.start,
             };
-            let data = rec.read_box_f32(&inner)?;
+            let data = self.piece(i)?.read_box_f32(&inner)?;
             if let Some(((dt, dy, dx), v)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) {
                 return Err(WorkerError::Data(format!(
                     "{} holds a non-finite value ({v}) at frame {}, pixel ({}, {}): the analysis needs finite data (crop or fill such pixels first)",

@@ -10,14 +10,15 @@ use rayon::prelude::*;
 use serde_json::{Value, json};
 use tessera_core::{Box3, Region, regions_to_json};
 use tessera_io::{Location, Output, Store};
-use tessera_kernels::deconv::{OasisParams, deconvolve as oasis};
+use tessera_kernels::KernelError;
+use tessera_kernels::deconv::{Deconvolved, OasisParams, deconvolve as oasis};
 use tessera_kernels::extract::tiles::{TileComponent, merge_across_tiles};
 use tessera_kernels::extract::{
     CnmfParams, Component, DetectParams, PixelMovie, QcParams, demix as cnmf_demix, detect_within,
     quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
-use tessera_kernels::traces::dff;
+use tessera_kernels::traces::component_dff;
 
 use super::{frames_per_run, given, params_over};
 use crate::{
@@ -469,6 +470,41 @@ pub(super) fn qc(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
     })
 }
 
+/// Writes `rois/dff`, `rois/denoised` and `rois/spikes` ((cell, t) float32); a component whose
+/// deconvolution failed has NaN rows of calcium and spikes.
+pub fn write_spike_outputs(
+    out: &Output,
+    t: usize,
+    dffs: &[Vec<f32>],
+    deconv: &[Result<Deconvolved, KernelError>],
+) -> Result<(), WorkerError> {
+    fn rows<'a>(
+        k: usize,
+        t: usize,
+        f: impl Fn(usize) -> Option<&'a [f32]>,
+    ) -> ndarray::ArrayD<f32> {
+        let mut a = Array2::<f32>::from_elem((k, t), f32::NAN);
+        for (i, mut row) in a.outer_iter_mut().enumerate() {
+            if let Some(v) = f(i) {
+                for (d, &x) in row.iter_mut().zip(v) {
+                    *d = x;
+                }
+            }
+        }
+        a.into_dyn()
+    }
+    let k = deconv.len();
+    let none = serde_json::Map::new;
+    let dims = ["cell", "t"];
+    let dff = rows(k, t, |i| dffs.get(i).map(|v| &v[..]));
+    out.write_array("rois/dff", &dff, &dims, none())?;
+    let calcium = rows(k, t, |i| deconv[i].as_ref().ok().map(|d| &d.calcium[..]));
+    out.write_array("rois/denoised", &calcium, &dims, none())?;
+    let spikes = rows(k, t, |i| deconv[i].as_ref().ok().map(|d| &d.spikes[..]));
+    out.write_array("rois/spikes", &spikes, &dims, none())?;
+    Ok(())
+}
+
 pub(super) fn deconvolve(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
     let store = the_merge(spec)?;
     let comps = read_components(&store, "rois")?;
@@ -487,58 +523,11 @@ pub(super) fn deconvolve(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerEr
     let window = ((30.0 * rate).round() as usize).max(1);
     let dffs: Vec<Vec<f32>> = comps
         .par_iter()
-        .map(|c| {
-            let total: f32 = c.weights.iter().sum();
-            let mut f = c.trace.clone();
-            if total > 0.0 {
-                for (&p, &a) in c.pixels.iter().zip(&c.weights) {
-                    for j in 0..bg.b.ncols() {
-                        let s = a * bg.b[[p as usize, j]] / total;
-                        for (fv, &bv) in f.iter_mut().zip(bg.f.row(j)) {
-                            *fv += s * bv;
-                        }
-                    }
-                }
-            }
-            dff(&f, window, 8.0)
-        })
+        .map(|c| component_dff(c, &bg, window, 8.0))
         .collect::<Result<_, _>>()?;
     let k = comps.len();
-    let rows = |f: &dyn Fn(usize) -> Vec<f32>| {
-        let mut a = Array2::<f32>::zeros((k, t));
-        for i in 0..k {
-            for (d, v) in a.row_mut(i).iter_mut().zip(f(i)) {
-                *d = v;
-            }
-        }
-        a.into_dyn()
-    };
     out.write_group_at("rois", serde_json::Map::new())?;
-    let none = serde_json::Map::new;
-    out.write_array(
-        "rois/dff",
-        &rows(&|i| dffs[i].clone()),
-        &["cell", "t"],
-        none(),
-    )?;
-    out.write_array(
-        "rois/denoised",
-        &rows(&|i| match &deconv[i] {
-            Ok(d) => d.calcium.clone(),
-            Err(_) => vec![f32::NAN; t],
-        }),
-        &["cell", "t"],
-        none(),
-    )?;
-    out.write_array(
-        "rois/spikes",
-        &rows(&|i| match &deconv[i] {
-            Ok(d) => d.spikes.clone(),
-            Err(_) => vec![f32::NAN; t],
-        }),
-        &["cell", "t"],
-        none(),
-    )?;
+    write_spike_outputs(out, t, &dffs, &deconv)?;
     let table: Vec<Value> = deconv
         .iter()
         .enumerate()

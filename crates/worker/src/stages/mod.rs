@@ -1,8 +1,8 @@
 //! One module per kind of task; [`run`] dispatches on the stage's name.
 
 mod denoise;
-mod extract;
-mod register;
+pub(crate) mod extract;
+pub(crate) mod register;
 mod summarize;
 
 use serde::Serialize;
@@ -56,7 +56,7 @@ pub(crate) fn given<'a>(spec: &'a TaskSpec, name: &str) -> Option<&'a Value> {
 
 /// Bytes a task holds besides its runs of frames: the program, buffers, images and masks of the
 /// field, and the components' traces (a few copies of about one trace per `(2r)^2` pixels).
-pub(crate) fn reserve_bytes(shape: tessera_core::Shape3, radius: f64) -> u64 {
+pub fn reserve_bytes(shape: tessera_core::Shape3, radius: f64) -> u64 {
     let pixels = (shape.y * shape.x) as f64;
     let cells = pixels / (4.0 * radius * radius).max(1.0);
     (40.0 * 1024.0 * 1024.0 + pixels * 64.0 + cells * shape.t as f64 * 4.0 * 4.0) as u64

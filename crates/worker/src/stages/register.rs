@@ -22,7 +22,7 @@ use crate::{Done, MovieReader, TaskSpec, WorkerError};
 
 /// Up to `wanted` frames in 8 contiguous runs spread over the movie, each starting at a chunk
 /// boundary.
-fn template_sample(reader: &MovieReader, wanted: usize) -> Result<Array3<f32>, WorkerError> {
+pub fn template_sample(reader: &MovieReader, wanted: usize) -> Result<Array3<f32>, WorkerError> {
     let shape = reader.shape();
     let ct = reader.chunk_frames();
     let runs = 8u64.min(shape.t.div_ceil(ct)).max(1);
