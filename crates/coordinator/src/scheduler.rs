@@ -194,6 +194,24 @@ pub struct Run {
     pub last_token: u64,
     /// Workers that announced they are stopping.
     pub stopping: Vec<String>,
+    /// Indices kept in step with the task states, so each event costs time in proportion to what
+    /// it touches, not to the size of the run (plans reach millions of tiles).
+    index: Index,
+}
+
+/// What the scheduler looks up instead of scanning every task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Index {
+    /// Tasks that depend on each task.
+    dependents: Vec<Vec<usize>>,
+    /// Per task, how many of its dependencies are not committed yet.
+    unmet: Vec<u32>,
+    /// Pending tasks whose dependencies are all committed (some may still wait for a backoff).
+    ready: std::collections::BTreeSet<usize>,
+    /// Leases by expiry: (until, task).
+    leases: std::collections::BTreeSet<(Millis, usize)>,
+    /// Tasks neither committed nor quarantined.
+    open: usize,
 }
 
 /// Why a run cannot be built from the given tasks.
@@ -215,6 +233,25 @@ impl Run {
                 });
             }
         }
+        let n = tasks.len();
+        let mut index = Index {
+            dependents: vec![Vec::new(); n],
+            unmet: vec![0; n],
+            open: n,
+            ..Index::default()
+        };
+        for (i, (_, deps)) in tasks.iter().enumerate() {
+            let mut deps = deps.clone();
+            deps.sort_unstable();
+            deps.dedup();
+            index.unmet[i] = deps.len() as u32;
+            for d in deps {
+                index.dependents[d].push(i);
+            }
+            if index.unmet[i] == 0 {
+                index.ready.insert(i);
+            }
+        }
         let mut run = Run {
             policy,
             tasks: tasks
@@ -229,6 +266,7 @@ impl Run {
             status: RunStatus::Running,
             last_token: 0,
             stopping: Vec::new(),
+            index,
         };
         // An empty run is over at once.
         let mut actions = Vec::new();
@@ -236,12 +274,108 @@ impl Run {
         Ok(run)
     }
 
+    /// Whether task `i` may be granted at `now`: pending, past its backoff, every dependency
+    /// committed.
     fn ready(&self, i: usize, now: Millis) -> bool {
         matches!(self.tasks[i].state, TaskState::Pending { not_before } if not_before <= now)
-            && self.tasks[i]
+            && self.index.unmet[i] == 0
+    }
+
+    /// Recomputes the index from the task states by scanning every task (the slow, obviously
+    /// correct definition) and says where the kept one differs.
+    #[cfg(test)]
+    pub(crate) fn index_errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            let unmet = t
                 .depends_on
                 .iter()
-                .all(|&d| matches!(self.tasks[d].state, TaskState::Committed { .. }))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter(|&&d| !matches!(self.tasks[d].state, TaskState::Committed { .. }))
+                .count() as u32;
+            if unmet != self.index.unmet[i] {
+                errors.push(format!(
+                    "task {i}: unmet {} kept, {unmet} counted",
+                    self.index.unmet[i]
+                ));
+            }
+            let ready = matches!(t.state, TaskState::Pending { .. }) && unmet == 0;
+            if ready != self.index.ready.contains(&i) {
+                errors.push(format!("task {i}: ready {ready}, kept the other way"));
+            }
+            if let TaskState::Leased { until, .. } = t.state
+                && !self.index.leases.contains(&(until, i))
+            {
+                errors.push(format!("task {i}: lease until {until} not kept"));
+            }
+        }
+        let leased = self
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.state, TaskState::Leased { .. }))
+            .count();
+        if leased != self.index.leases.len() {
+            errors.push(format!(
+                "{} leases kept, {leased} leased",
+                self.index.leases.len()
+            ));
+        }
+        let open = self
+            .tasks
+            .iter()
+            .filter(|t| {
+                !matches!(
+                    t.state,
+                    TaskState::Committed { .. } | TaskState::Quarantined { .. }
+                )
+            })
+            .count();
+        if open != self.index.open {
+            errors.push(format!("{} open kept, {open} counted", self.index.open));
+        }
+        errors
+    }
+
+    /// Every change of a task's state goes through here, to keep the index in step.
+    fn set_state(&mut self, i: usize, state: TaskState) {
+        let terminal = |s: &TaskState| {
+            matches!(
+                s,
+                TaskState::Committed { .. } | TaskState::Quarantined { .. }
+            )
+        };
+        let old = std::mem::replace(&mut self.tasks[i].state, state);
+        if let TaskState::Leased { until, .. } = old {
+            self.index.leases.remove(&(until, i));
+        }
+        self.index.ready.remove(&i);
+        let new = &self.tasks[i].state;
+        match new {
+            TaskState::Leased { until, .. } => {
+                self.index.leases.insert((*until, i));
+            }
+            TaskState::Pending { .. } if self.index.unmet[i] == 0 => {
+                self.index.ready.insert(i);
+            }
+            _ => {}
+        }
+        if !terminal(&old) && terminal(new) {
+            self.index.open -= 1;
+        }
+        let committed_now = matches!(new, TaskState::Committed { .. })
+            && !matches!(old, TaskState::Committed { .. });
+        if committed_now {
+            for k in 0..self.index.dependents[i].len() {
+                let j = self.index.dependents[i][k];
+                self.index.unmet[j] -= 1;
+                if self.index.unmet[j] == 0
+                    && matches!(self.tasks[j].state, TaskState::Pending { .. })
+                {
+                    self.index.ready.insert(j);
+                }
+            }
+        }
     }
 
     fn backoff(&self, attempts: u32) -> Millis {
@@ -264,7 +398,7 @@ impl Run {
         let attempts = self.tasks[task].attempts;
         if !fatal && attempts < self.policy.max_attempts {
             let not_before = now.saturating_add(self.backoff(attempts));
-            self.tasks[task].state = TaskState::Pending { not_before };
+            self.set_state(task, TaskState::Pending { not_before });
             actions.push(Action::Retry {
                 task,
                 not_before,
@@ -276,9 +410,12 @@ impl Run {
     }
 
     fn quarantine(&mut self, task: usize, error: String, actions: &mut Vec<Action>) {
-        self.tasks[task].state = TaskState::Quarantined {
-            error: error.clone(),
-        };
+        self.set_state(
+            task,
+            TaskState::Quarantined {
+                error: error.clone(),
+            },
+        );
         actions.push(Action::Quarantined {
             task,
             error: error.clone(),
@@ -295,7 +432,7 @@ impl Run {
                 .any(|&d| matches!(self.tasks[d].state, TaskState::Quarantined { .. }));
             if blocked && matches!(self.tasks[j].state, TaskState::Pending { .. }) {
                 let e = format!("depends on quarantined task {task}");
-                self.tasks[j].state = TaskState::Quarantined { error: e.clone() };
+                self.set_state(j, TaskState::Quarantined { error: e.clone() });
                 actions.push(Action::Quarantined { task: j, error: e });
             }
         }
@@ -303,13 +440,15 @@ impl Run {
 
     /// Ends the run: revokes every lease, records the status.
     fn end(&mut self, status: RunStatus, actions: &mut Vec<Action>) {
-        for i in 0..self.tasks.len() {
+        let mut leased: Vec<usize> = self.index.leases.iter().map(|&(_, i)| i).collect();
+        leased.sort_unstable();
+        for i in leased {
             if let TaskState::Leased { worker, .. } = &self.tasks[i].state {
                 actions.push(Action::Revoke {
                     worker: worker.clone(),
                     task: i,
                 });
-                self.tasks[i].state = TaskState::Pending { not_before: 0 };
+                self.set_state(i, TaskState::Pending { not_before: 0 });
             }
         }
         self.status = status.clone();
@@ -317,7 +456,7 @@ impl Run {
     }
 
     fn finish_if_done(&mut self, actions: &mut Vec<Action>) {
-        if self.status != RunStatus::Running {
+        if self.status != RunStatus::Running || self.index.open > 0 {
             return;
         }
         let mut missing = Vec::new();
@@ -381,20 +520,27 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
                 });
                 return actions;
             }
-            let mut granted = 0;
-            for i in 0..run.tasks.len() {
-                if granted >= slots {
-                    break;
-                }
-                if run.ready(i, now) {
+            let picks: Vec<usize> = run
+                .index
+                .ready
+                .iter()
+                .copied()
+                .filter(|&i| run.ready(i, now))
+                .take(slots)
+                .collect();
+            for i in picks {
+                {
                     run.last_token += 1;
                     let token = run.last_token;
                     let until = now.saturating_add(run.policy.lease_ttl);
-                    run.tasks[i].state = TaskState::Leased {
-                        worker: worker.clone(),
-                        token,
-                        until,
-                    };
+                    run.set_state(
+                        i,
+                        TaskState::Leased {
+                            worker: worker.clone(),
+                            token,
+                            until,
+                        },
+                    );
                     run.tasks[i].attempts += 1;
                     actions.push(Action::Grant {
                         worker: worker.clone(),
@@ -402,7 +548,6 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
                         token,
                         until,
                     });
-                    granted += 1;
                 }
             }
         }
@@ -414,8 +559,15 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
         } => match run.holds(&worker, task, token) {
             Ok(()) => {
                 let until = now.saturating_add(run.policy.lease_ttl);
-                if let TaskState::Leased { until: u, .. } = &mut run.tasks[task].state {
-                    *u = until;
+                if let TaskState::Leased { worker, token, .. } = run.tasks[task].state.clone() {
+                    run.set_state(
+                        task,
+                        TaskState::Leased {
+                            worker,
+                            token,
+                            until,
+                        },
+                    );
                 }
                 actions.push(Action::Extended { task, until });
             }
@@ -430,7 +582,7 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
         } => match run.holds(&worker, task, token) {
             Ok(()) => match outcome {
                 Outcome::Done { manifest } => {
-                    run.tasks[task].state = TaskState::Committed { manifest };
+                    run.set_state(task, TaskState::Committed { manifest });
                     actions.push(Action::Committed { task });
                     run.finish_if_done(&mut actions);
                 }
@@ -449,12 +601,20 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
             if !run.stopping.contains(&worker) {
                 run.stopping.push(worker.clone());
             }
-            for t in run.tasks.iter_mut() {
-                if matches!(&t.state, TaskState::Leased { worker: w, .. } if *w == worker) {
-                    // Handed back, not failed: the attempt does not count.
-                    t.state = TaskState::Pending { not_before: now };
-                    t.attempts = t.attempts.saturating_sub(1);
-                }
+            let mut held: Vec<usize> = run
+                .index
+                .leases
+                .iter()
+                .map(|&(_, i)| i)
+                .filter(|&i| {
+                    matches!(&run.tasks[i].state, TaskState::Leased { worker: w, .. } if *w == worker)
+                })
+                .collect();
+            held.sort_unstable();
+            for i in held {
+                // Handed back, not failed: the attempt does not count.
+                run.set_state(i, TaskState::Pending { not_before: now });
+                run.tasks[i].attempts = run.tasks[i].attempts.saturating_sub(1);
             }
         }
         Event::Tick { now } => {
@@ -463,13 +623,10 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
         Event::Cancel { .. } => run.end(RunStatus::Cancelled, &mut actions),
         Event::Recovered { task, manifest } => {
             let deps_done = run.tasks.get(task).is_some_and(|t| {
-                matches!(t.state, TaskState::Pending { .. })
-                    && t.depends_on
-                        .iter()
-                        .all(|&d| matches!(run.tasks[d].state, TaskState::Committed { .. }))
+                matches!(t.state, TaskState::Pending { .. }) && run.index.unmet[task] == 0
             });
             if deps_done {
-                run.tasks[task].state = TaskState::Committed { manifest };
+                run.set_state(task, TaskState::Committed { manifest });
                 actions.push(Action::Committed { task });
                 run.finish_if_done(&mut actions);
             }
@@ -480,7 +637,14 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
 
 /// Leases past their time become retryable failures (the worker is presumed lost).
 fn expire(run: &mut Run, now: Millis, actions: &mut Vec<Action>) {
-    for i in 0..run.tasks.len() {
+    let mut expired: Vec<usize> = run
+        .index
+        .leases
+        .range(..(now.saturating_add(1), 0))
+        .map(|&(_, i)| i)
+        .collect();
+    expired.sort_unstable();
+    for i in expired {
         if run.status != RunStatus::Running {
             return;
         }

@@ -38,6 +38,8 @@ enum Op {
     Tick(u64),
     Stopping(usize),
     Cancel,
+    /// The store is found to hold task n's committed output.
+    Recover(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -50,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..150u64).prop_map(Op::Tick),
         1 => (0..3usize).prop_map(Op::Stopping),
         1 => Just(Op::Cancel),
+        1 => (0..12usize).prop_map(Op::Recover),
     ]
 }
 
@@ -133,6 +136,10 @@ fn event(run: &Run, op: &Op, now: &mut Millis) -> Event {
             now: *now,
         },
         Op::Cancel => Event::Cancel { now: *now },
+        Op::Recover(t) => Event::Recovered {
+            task: *t,
+            manifest: format!("m{t}"),
+        },
     }
 }
 
@@ -140,8 +147,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn random_event_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 0..200)) {
-        let mut run = Run::new(plan(4, 6), policy()).unwrap();
+    fn random_event_sequences_keep_the_invariants(
+        ops in prop::collection::vec(op(), 0..200),
+        allow_missing in any::<bool>(),
+    ) {
+        let policy = Policy { allow_missing, ..policy() };
+        let mut run = Run::new(plan(4, 6), policy.clone()).unwrap();
         let mut now: Millis = 0;
         let mut committed = vec![0usize; run.tasks.len()];
         let mut last_token = 0u64;
@@ -153,6 +164,8 @@ proptest! {
             let stale = matches!(op, Op::Stale(..));
             log.push(ev.clone());
             let actions = step(&mut run, ev);
+            let errors = run.index_errors();
+            prop_assert!(errors.is_empty(), "index out of step: {:?}", errors);
             if stale {
                 // A zombie's report changes nothing and is refused.
                 prop_assert_eq!(&run, &before);
@@ -198,7 +211,7 @@ proptest! {
             }
         }
         // Replaying the log gives the same state.
-        let mut replay = Run::new(plan(4, 6), policy()).unwrap();
+        let mut replay = Run::new(plan(4, 6), policy).unwrap();
         for ev in log {
             step(&mut replay, ev);
         }
