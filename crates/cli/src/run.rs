@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tessera_coordinator::{Action, Event, Outcome, Policy, Run, RunStatus, step};
+use tessera_coordinator::{Action, Event, Outcome, Policy, RunStatus, StateStore};
 use tessera_io::{Location, Output, Recording, Store};
 use tessera_worker::{MovieSource, Piece, RunContext, TaskInput, TaskResult, TaskSpec, WorkerInfo};
 use tessera_workflow::keys::{kinds, meets, sources, stage_of};
@@ -58,6 +58,10 @@ pub struct Args {
     /// Replace a finished output at the same location (an unfinished one is always resumed).
     #[arg(long)]
     pub overwrite: bool,
+    /// The scheduling state database (SQLite; default: <output>/run/state.db for a filesystem
+    /// output, in memory for an object store).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
     /// Testing: start each task after a pseudo-random pause drawn from this seed, so tasks
     /// complete in another order.
     #[arg(long, hide = true)]
@@ -272,20 +276,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         backoff_max: 10_000,
         allow_missing: false,
     };
-    let mut state = Run::new(
+    // The scheduling state, every event logged before it is applied (`sqlite3 <out>/run/state.db
+    // 'select * from events'` shows the run's history; a resumed run adds an attempt).
+    let state_path = match (&args.state, Location::parse(&out_uri)?) {
+        (Some(p), _) => p.clone(),
+        (None, Location::File(p)) => {
+            let dir = p.join("run");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.join("state.db")
+        }
+        (None, _) => PathBuf::from(":memory:"),
+    };
+    let mut store = StateStore::open(&state_path)?;
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let run_id = format!("run-{created_ms}");
+    let mut state = store.create_run(
+        &run_id,
+        w.metadata.name.as_deref().unwrap_or("workflow"),
+        created_ms,
         specs
             .iter()
             .zip(&deps)
             .map(|(s, d)| (s.key.clone(), d.clone()))
             .collect(),
         policy,
+        &json!({"input": uri, "input_digest": digest, "output": out_uri,
+                "workflow": w.normalized()}),
     )?;
     let total = specs.len();
     let mut recovered = 0usize;
     if resumed {
         for (i, spec) in specs.iter().enumerate() {
             if let Some(manifest) = tessera_worker::committed(&spec.output) {
-                let acts = step(&mut state, Event::Recovered { task: i, manifest });
+                let acts = store.apply(&mut state, Event::Recovered { task: i, manifest })?;
                 recovered += acts
                     .iter()
                     .filter(|a| matches!(a, Action::Committed { .. }))
@@ -339,16 +365,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut records: BTreeMap<usize, Value> = BTreeMap::new();
     let mut executed = 0usize;
     let mut retries = 0usize;
-    while state.status == RunStatus::Running {
-        while let Some(&wi) = idle.front() {
-            let acts = step(
+    // Idle workers poll when something changed: a report came in, or a retry's backoff is over
+    // (in-process workers are never lost, so nothing else can make a task grantable).
+    let mut changed = true;
+    let mut backoff_until: Option<u64> = None;
+    while state.state.status == RunStatus::Running {
+        while changed && let Some(&wi) = idle.front() {
+            let acts = store.apply(
                 &mut state,
                 Event::Poll {
                     worker: name(wi),
                     slots: 1,
                     now: now(),
                 },
-            );
+            )?;
             let mut granted = false;
             for a in acts {
                 if let Action::Grant { task, token, .. } = a {
@@ -356,7 +386,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     for input in &mut spec.inputs {
                         if let Some(i) = specs.iter().position(|s| s.key == input.key)
                             && let tessera_coordinator::TaskState::Committed { manifest } =
-                                &state.tasks[i].state
+                                &state.state.tasks[i].state
                         {
                             input.manifest = manifest.clone();
                         }
@@ -372,9 +402,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             idle.pop_front();
         }
+        changed = false;
         match reply_rx.recv_timeout(Duration::from_millis(200)) {
             Ok((wi, task, token, result)) => {
                 idle.push_back(wi);
+                changed = true;
                 let what = format!(
                     "task {} ({} tile {})",
                     &specs[task].key[..12],
@@ -396,7 +428,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         error: format!("{what}: {e}"),
                     },
                 };
-                for a in step(
+                for a in store.apply(
                     &mut state,
                     Event::Report {
                         worker: name(wi),
@@ -405,10 +437,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         outcome,
                         now: now(),
                     },
-                ) {
+                )? {
                     match a {
                         Action::Committed { .. } => bar.inc(1),
-                        Action::Retry { error, .. } => {
+                        Action::Retry {
+                            error, not_before, ..
+                        } => {
+                            backoff_until =
+                                Some(backoff_until.map_or(not_before, |b| b.max(not_before)));
                             retries += 1;
                             bar.suspend(|| eprintln!("retrying after: {error}"));
                         }
@@ -417,7 +453,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                step(&mut state, Event::Tick { now: now() });
+                if backoff_until.is_some_and(|t| now() >= t) {
+                    backoff_until = None;
+                    changed = true;
+                }
+                continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every worker thread ended"),
         }
@@ -428,6 +468,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for h in handles {
         let _ = h.join();
     }
+    drop(store);
+    let state = state.state;
     match &state.status {
         RunStatus::Succeeded => {}
         RunStatus::Failed { error, .. } => bail!(

@@ -3,12 +3,16 @@
 //! This first part is the scheduling core, [`scheduler`]: a pure state machine
 //! (`step(run, event) -> actions`) for one run's tasks, leases, fencing tokens, retries with
 //! backoff, quarantine and cancellation. It does no I/O and reads no clock, so it is
-//! property-tested here and can be replayed from an event log; the durable store and the gRPC
-//! service (issue "Coordinator and workers over gRPC") wrap it without changing it.
+//! property-tested here and can be replayed from an event log. [`store`] is that log: an SQLite
+//! database to which every event is written before it is applied, and from which every run is
+//! rebuilt after a restart. The gRPC service (issue "Coordinator and workers over gRPC") wraps
+//! both without changing them.
 
 pub mod scheduler;
+pub mod store;
 
 pub use scheduler::{Action, Event, Outcome, Policy, Run, RunStatus, TaskState, step};
+pub use store::{CoordinatorError, DurableRun, StateStore, StoredRun};
 
 #[cfg(test)]
 mod tests;

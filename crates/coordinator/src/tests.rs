@@ -546,3 +546,138 @@ fn recovered_tasks_count_as_committed_and_are_not_granted_again() {
         "recovering twice changes nothing"
     );
 }
+
+/// The durable store: a run and its events written to SQLite, the database closed (as a killed
+/// coordinator leaves it) and reopened: every run comes back in exactly the state it had.
+#[test]
+fn runs_reload_from_the_state_database_in_the_state_they_had() {
+    use crate::store::StateStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = StateStore::open(&path).unwrap();
+    let payload = serde_json::json!({"workflow": "two-photon"});
+    let mut a = store
+        .create_run("run-a", "a", 1, plan(4, 6), policy(), &payload)
+        .unwrap();
+    let mut b = store
+        .create_run(
+            "run-b",
+            "b",
+            2,
+            plan(2, 1),
+            policy(),
+            &serde_json::Value::Null,
+        )
+        .unwrap();
+    assert!(matches!(
+        store.create_run("run-a", "again", 3, plan(1, 0), policy(), &payload),
+        Err(crate::store::CoordinatorError::Exists(_))
+    ));
+    // Run a to completion but for one leased task; fail one of b's tasks once.
+    let mut now = 0;
+    for _ in 0..20 {
+        now += 1;
+        let acts = store
+            .apply(
+                &mut a,
+                Event::Poll {
+                    worker: "w".into(),
+                    slots: 2,
+                    now,
+                },
+            )
+            .unwrap();
+        for act in acts {
+            if let Action::Grant { task, token, .. } = act
+                && task != 9
+            {
+                store
+                    .apply(
+                        &mut a,
+                        Event::Report {
+                            worker: "w".into(),
+                            task,
+                            token,
+                            outcome: Outcome::Done {
+                                manifest: format!("m{task}"),
+                            },
+                            now,
+                        },
+                    )
+                    .unwrap();
+            }
+        }
+    }
+    let grants = store
+        .apply(
+            &mut b,
+            Event::Poll {
+                worker: "v".into(),
+                slots: 1,
+                now,
+            },
+        )
+        .unwrap();
+    let Action::Grant { task, token, .. } = grants[0] else {
+        panic!("{grants:?}")
+    };
+    store
+        .apply(
+            &mut b,
+            Event::Report {
+                worker: "v".into(),
+                task,
+                token,
+                outcome: Outcome::Retryable {
+                    error: "preempted".into(),
+                },
+                now,
+            },
+        )
+        .unwrap();
+    drop(store);
+    let reopened = StateStore::open(&path).unwrap().load().unwrap();
+    assert_eq!(reopened.len(), 2);
+    assert_eq!(reopened[0].id, "run-a");
+    assert_eq!(reopened[0].payload, payload);
+    assert_eq!(reopened[0].run, a);
+    assert_eq!(reopened[1].run, b);
+    assert!(matches!(a.state.tasks[9].state, TaskState::Leased { .. }));
+    assert_eq!(b.state.tasks[task].attempts, 1);
+}
+
+/// A damaged database is refused with the run and the event named, not a panic.
+#[test]
+fn a_damaged_event_log_is_named() {
+    use crate::store::StateStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut store = StateStore::open(&path).unwrap();
+    let mut run = store
+        .create_run("r", "r", 0, plan(1, 0), policy(), &serde_json::Value::Null)
+        .unwrap();
+    let batch = vec![
+        Event::Tick { now: 1 },
+        Event::Poll {
+            worker: "w".into(),
+            slots: 1,
+            now: 2,
+        },
+    ];
+    let acts = store.apply_all(&mut run, batch).unwrap();
+    assert!(matches!(acts[1][0], Action::Grant { task: 0, .. }));
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE events SET event = '{\"Poll\": 3}' WHERE seq = 1",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let e = StateStore::open(&path)
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("run r") && e.contains("event 1"), "{e}");
+}
