@@ -307,6 +307,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "workflow": w.normalized()}),
     )?;
     let total = specs.len();
+    let index_of: std::collections::HashMap<&str, usize> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.key.as_str(), i))
+        .collect();
     let mut recovered = 0usize;
     if resumed {
         for (i, spec) in specs.iter().enumerate() {
@@ -346,7 +351,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                             std::thread::sleep(pause(seed, task));
                         }
                         let _span = tracing::info_span!("task", key = %spec.key, stage = %spec.stage, tile = spec.tile.index).entered();
-                        let result = tessera_worker::execute(&spec, &info);
+                        // A panic (a bug, never the data's fault by design) fails the task, not
+                        // the run's bookkeeping.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            tessera_worker::execute(&spec, &info)
+                        }))
+                        .unwrap_or_else(|p| {
+                            let what = p
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| p.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            Err(tessera_worker::WorkerError::Internal(format!(
+                                "panicked: {what}"
+                            )))
+                        });
                         if reply.send((i, task, token, result)).is_err() {
                             break;
                         }
@@ -384,7 +403,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 if let Action::Grant { task, token, .. } = a {
                     let mut spec = specs[task].clone();
                     for input in &mut spec.inputs {
-                        if let Some(i) = specs.iter().position(|s| s.key == input.key)
+                        if let Some(&i) = index_of.get(input.key.as_str())
                             && let tessera_coordinator::TaskState::Committed { manifest } =
                                 &state.state.tasks[i].state
                         {

@@ -18,6 +18,10 @@ pub enum WorkerError {
     /// missing): a bug or a mismatched coordinator.
     #[error("bad task specification: {0}")]
     Spec(String),
+    /// The task panicked: a bug in tessera, not in the data (please report it with the task's
+    /// specification).
+    #[error("internal error in the task (a bug; please report it): {0}")]
+    Internal(String),
 }
 
 impl WorkerError {
