@@ -20,7 +20,7 @@
 //! ```
 
 use anyhow::Context;
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::Dtype;
@@ -222,51 +222,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     .with_context(|| format!("failed to register {}", args.io.uri))?;
     bar.finish_and_clear();
-    output.write_group_at("registration", serde_json::Map::new())?;
-    let d = Array2::from_shape_fn((shifts.len(), 2), |(t, a)| {
-        if a == 0 { shifts[t].dy } else { shifts[t].dx }
-    });
-    output.write_array(
-        "registration/shifts",
-        &d.into_dyn(),
-        &["t", "axis"],
-        serde_json::Map::new(),
-    )?;
-    let peak = Array1::from_iter(shifts.iter().map(|s| s.peak));
-    output.write_array(
-        "registration/peak",
-        &peak.into_dyn(),
-        &["t"],
-        serde_json::Map::new(),
-    )?;
-    let clipped = Array1::from_iter(shifts.iter().map(|s| u8::from(s.clipped)));
-    let n_clipped = clipped.iter().filter(|&&c| c == 1).count();
-    output.write_array(
-        "registration/clipped",
-        &clipped.into_dyn(),
-        &["t"],
-        serde_json::Map::new(),
-    )?;
-    output.write_array(
-        "registration/template",
-        &reg.template().clone().into_dyn(),
-        &["y", "x"],
-        serde_json::Map::new(),
-    )?;
-    if let Some(first) = block_shifts.first() {
-        let (ny, nx) = first.0.dim();
-        let mut b = ndarray::Array4::<f32>::zeros((block_shifts.len(), ny, nx, 2));
-        for (t, (dy, dx)) in block_shifts.iter().enumerate() {
-            b.slice_mut(ndarray::s![t, .., .., 0]).assign(dy);
-            b.slice_mut(ndarray::s![t, .., .., 1]).assign(dx);
-        }
-        output.write_array(
-            "registration/block_shifts",
-            &b.into_dyn(),
-            &["t", "block_y", "block_x", "axis"],
-            serde_json::Map::new(),
-        )?;
-    }
+    let n_clipped =
+        tessera_worker::write_registration(&output, &shifts, &block_shifts, reg.template())?;
     output.set_provenance(crate::provenance::record(
         "register",
         began,

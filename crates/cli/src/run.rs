@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tessera_coordinator::{Action, Event, Outcome, Policy, RunStatus, StateStore};
-use tessera_io::{Location, Output, Recording, Store};
+use tessera_io::{Location, Output, Store};
 use tessera_worker::{MovieSource, Piece, RunContext, TaskInput, TaskResult, TaskSpec, WorkerInfo};
 use tessera_workflow::keys::{kinds, meets, sources, stage_of};
 use tessera_workflow::{DataKind, RecordingGeometry, cell_radius_px};
@@ -37,24 +37,14 @@ use crate::provenance::{Started, describe_input, record_with, tool};
 pub struct Args {
     /// Workflow YAML file.
     pub workflow: PathBuf,
-    /// The recording (path or URI) instead of the workflow's input.uri.
-    #[arg(long)]
-    pub input: Option<String>,
-    /// Array path inside the input store instead of the workflow's input.array.
-    #[arg(long)]
-    pub array: Option<String>,
+    #[command(flatten)]
+    pub on: crate::workflow::PlanOptions,
     /// Where the run writes (path or URI) instead of the workflow's outputs.uri.
     #[arg(long)]
     pub output: Option<String>,
     /// Worker threads running tasks at once (each task also runs data-parallel inside).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub workers: u32,
-    /// Memory per task instead of the workflow's resources.memory_per_task (e.g. 2GiB).
-    #[arg(long, value_parser = crate::transform::parse_bytes)]
-    pub memory_budget: Option<u64>,
-    /// Core edge (px) of every spatial stage's tiles instead of the workflow's or the planner's.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(8..))]
-    pub tile_size: Option<u64>,
     /// Replace a finished output at the same location (an unfinished one is always resumed).
     #[arg(long)]
     pub overwrite: bool,
@@ -95,16 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let began = Started::now();
     let started = Instant::now();
     let w = tessera_workflow::load(&args.workflow)?;
-    let uri = args
-        .input
-        .clone()
-        .or_else(|| w.input.uri.clone())
-        .with_context(|| {
-            format!(
-                "no recording to run on: give --input URI or set input.uri in {}",
-                args.workflow.display()
-            )
-        })?;
+    let (uri, rec) = args.on.open(&w, &args.workflow)?;
     let out_uri = args
         .output
         .clone()
@@ -116,9 +97,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )
         })?;
     crate::transform::refuse_overlap(&uri, &out_uri)?;
-    let array = args.array.as_deref().or(w.input.array.as_deref());
-    let rec =
-        Recording::open(&uri, array).with_context(|| format!("failed to open recording {uri}"))?;
     let shape = rec.shape();
     let mut meta = rec.meta().clone();
     if let Some(r) = w.input.frame_rate_hz {
@@ -145,9 +123,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         pixel_size_um: meta.pixel_size_um,
     };
     let budget = args
+        .on
         .memory_budget
         .unwrap_or(w.resources.memory_per_task_bytes);
-    let plan = tessera_workflow::plan(&w, &geometry, args.memory_budget, args.tile_size)
+    let plan = tessera_workflow::plan(&w, &geometry, args.on.memory_budget, args.on.tile_size)
         .with_context(|| format!("cannot plan {} on {uri}", args.workflow.display()))?;
     let radius = cell_radius_px(&w, &geometry);
     // Task keys name the recording by its content: the manifest of every stored object.

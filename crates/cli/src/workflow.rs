@@ -89,14 +89,13 @@ pub fn stages(args: StagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The recording a workflow is planned on, and the planner's overrides (`plan` and `run`).
 #[derive(Debug, clap::Args)]
-pub struct PlanArgs {
-    /// Workflow YAML file.
-    pub file: PathBuf,
-    /// The recording to plan for (default: the workflow's input.uri).
+pub struct PlanOptions {
+    /// The recording (path or URI) instead of the workflow's input.uri.
     #[arg(long)]
     pub input: Option<String>,
-    /// Array path inside the input store (default: the workflow's input.array).
+    /// Array path inside the input store instead of the workflow's input.array.
     #[arg(long)]
     pub array: Option<String>,
     /// Memory per task instead of the workflow's resources.memory_per_task (e.g. 2GiB).
@@ -105,6 +104,38 @@ pub struct PlanArgs {
     /// Core edge (px) of every spatial stage's tiles instead of the workflow's or the planner's.
     #[arg(long, value_parser = clap::value_parser!(u64).range(8..))]
     pub tile_size: Option<u64>,
+}
+
+impl PlanOptions {
+    /// The recording to work on (`--input`, else the workflow's input.uri) and its location.
+    pub fn open(
+        &self,
+        w: &tessera_workflow::Workflow,
+        file: &std::path::Path,
+    ) -> anyhow::Result<(String, tessera_io::Recording)> {
+        let uri = self
+            .input
+            .clone()
+            .or_else(|| w.input.uri.clone())
+            .with_context(|| {
+                format!(
+                    "no recording given: pass --input URI or set input.uri in {}",
+                    file.display()
+                )
+            })?;
+        let array = self.array.as_deref().or(w.input.array.as_deref());
+        let rec = tessera_io::Recording::open(&uri, array)
+            .with_context(|| format!("failed to open recording {uri}"))?;
+        Ok((uri, rec))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Workflow YAML file.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub on: PlanOptions,
     /// Print the whole plan (every tile, its boxes, memory and dependencies) as JSON.
     #[arg(long)]
     pub json: bool,
@@ -114,25 +145,13 @@ pub struct PlanArgs {
 /// size, frames per task, peak memory per task and dependencies.
 pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let w = tessera_workflow::load(&args.file)?;
-    let uri = args
-        .input
-        .clone()
-        .or_else(|| w.input.uri.clone())
-        .with_context(|| {
-            format!(
-                "no recording to plan for: give --input URI or set input.uri in {}",
-                args.file.display()
-            )
-        })?;
-    let array = args.array.as_deref().or(w.input.array.as_deref());
-    let rec = tessera_io::Recording::open(&uri, array)
-        .with_context(|| format!("failed to open recording {uri}"))?;
+    let (uri, rec) = args.on.open(&w, &args.file)?;
     let geometry = RecordingGeometry {
         shape: rec.shape(),
         chunks: rec.chunks(),
         pixel_size_um: rec.meta().pixel_size_um,
     };
-    let plan = tessera_workflow::plan(&w, &geometry, args.memory_budget, args.tile_size)
+    let plan = tessera_workflow::plan(&w, &geometry, args.on.memory_budget, args.on.tile_size)
         .with_context(|| format!("cannot plan {} on {uri}", args.file.display()))?;
     let digest = input_digest(&rec);
     let keys = tessera_workflow::task_keys(&w, &plan, &digest);
@@ -143,6 +162,7 @@ pub fn plan(args: PlanArgs) -> anyhow::Result<()> {
     }
     let s = geometry.shape;
     let budget = args
+        .on
         .memory_budget
         .unwrap_or(w.resources.memory_per_task_bytes);
     println!(

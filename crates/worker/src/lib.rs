@@ -44,7 +44,7 @@ pub use components::{read_background, read_components, write_background, write_c
 pub use error::WorkerError;
 pub use movie::{MovieFrames, MovieReader, MovieSource, Piece};
 pub use stages::extract::{default_bin_frames, write_spike_outputs};
-pub use stages::register::template_sample;
+pub use stages::register::{template_sample, write_registration};
 pub use stages::reserve_bytes;
 
 /// The output of an earlier task that this one reads.

@@ -5,10 +5,10 @@
 use ndarray::s;
 use serde_json::json;
 use tessera_core::Shape3;
-use tessera_io::{Output, RecordingWriter, WriteOptions};
+use tessera_io::{Output, RecordingWriter};
 use tessera_kernels::denoise::{DenoiseParams, denoise};
 
-use super::params_over;
+use super::{params_over, piece_options};
 use crate::{Done, MovieReader, TaskSpec, WorkerError};
 
 pub(super) fn run(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
@@ -33,14 +33,7 @@ pub(super) fn run(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
         o(core.x.start, halo.x.start)..o(core.x.end, halo.x.start)
     ]);
     let [t, y, x] = core.shape();
-    let mut meta = spec.movie.meta.clone();
-    meta.source = Some(format!("tessera task {} (denoise)", spec.key));
-    let options = WriteOptions {
-        chunks: spec.movie.chunks,
-        overwrite: true,
-        meta,
-        ..WriteOptions::default()
-    };
+    let options = piece_options(spec);
     let mut writer =
         RecordingWriter::<f32>::create(out, Shape3::new(t as u64, y as u64, x as u64)?, &options)?;
     writer.append(kept)?;

@@ -20,7 +20,7 @@ use tessera_kernels::extract::{
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::component_dff;
 
-use super::{frames_per_run, given, params_over};
+use super::{frames_per_run, given, params_over, write_images};
 use crate::{
     Done, MovieFrames, MovieReader, TaskInput, TaskSpec, WorkerError, read_background,
     read_components, write_background, write_components,
@@ -120,20 +120,6 @@ fn cnmf_params(spec: &TaskSpec) -> Result<CnmfParams, WorkerError> {
         p.search_radius_px = 2.0 * spec.context.radius_px;
     }
     Ok(p)
-}
-
-/// Writes a tile core's images (`images/{mean,correlation,pnr}`, core-sized).
-fn write_images(out: &Output, images: [(&str, Array2<f32>); 3]) -> Result<(), WorkerError> {
-    out.write_group_at("images", serde_json::Map::new())?;
-    for (name, img) in images {
-        out.write_array(
-            &format!("images/{name}"),
-            &img.into_dyn(),
-            &["y", "x"],
-            serde_json::Map::new(),
-        )?;
-    }
-    Ok(())
 }
 
 /// The images of box `within` (rows, columns) stitched from the cores of `tiles`.
@@ -242,6 +228,7 @@ pub(super) fn detect(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError>
     group_attrs(out, "components", bin)?;
     write_images(
         out,
+        "images",
         core_images(&crop, &images.correlation, &images.pnr, core, halo),
     )?;
     Ok(Done {
@@ -320,7 +307,11 @@ pub(super) fn demix(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> 
     write_components(out, "components", w, frames, &kept)?;
     group_attrs(out, "components", bin)?;
     let [mean, corr, pnr] = stitch(&detects, core)?;
-    write_images(out, [("mean", mean), ("correlation", corr), ("pnr", pnr)])?;
+    write_images(
+        out,
+        "images",
+        [("mean", mean), ("correlation", corr), ("pnr", pnr)],
+    )?;
     Ok(Done {
         figures: json!({"candidates": candidates, "kept": kept.len()}),
         publishes: Vec::new(),
@@ -378,15 +369,11 @@ pub(super) fn merge(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> 
         x: 0..shape.x,
     };
     let [mean, corr, pnr] = stitch(&tiles, &field)?;
-    out.write_group_at("summary", serde_json::Map::new())?;
-    for (name, img) in [("mean", mean), ("correlation", corr), ("pnr", pnr)] {
-        out.write_array(
-            &format!("summary/{name}"),
-            &img.into_dyn(),
-            &["y", "x"],
-            serde_json::Map::new(),
-        )?;
-    }
+    write_images(
+        out,
+        "summary",
+        [("mean", mean), ("correlation", corr), ("pnr", pnr)],
+    )?;
     Ok(Done {
         figures: json!({"tiles": tiles.len(), "kept_by_ownership": kept,
                         "merged_across_tiles": merges, "components": comps.len(),

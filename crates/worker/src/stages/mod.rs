@@ -72,3 +72,34 @@ pub(crate) fn frames_per_run(spec: &TaskSpec, copies: f64) -> u64 {
     let frame = (shape.y * shape.x) as f64 * 4.0 * copies;
     ((free as f64 / frame.max(1.0)).floor() as u64).max(1)
 }
+
+/// Writes the (y, x) float32 images `images` as the group `group` (`<group>/<name>`).
+pub(crate) fn write_images(
+    out: &Output,
+    group: &str,
+    images: impl IntoIterator<Item = (&'static str, ndarray::Array2<f32>)>,
+) -> Result<(), WorkerError> {
+    out.write_group_at(group, serde_json::Map::new())?;
+    for (name, img) in images {
+        out.write_array(
+            &format!("{group}/{name}"),
+            &img.into_dyn(),
+            &["y", "x"],
+            serde_json::Map::new(),
+        )?;
+    }
+    Ok(())
+}
+
+/// How a movie-stage task writes its piece: float32 in the movie's chunks, the movie's metadata
+/// with the task named as the source.
+pub(crate) fn piece_options(spec: &TaskSpec) -> tessera_io::WriteOptions {
+    let mut meta = spec.movie.meta.clone();
+    meta.source = Some(format!("tessera task {} ({})", spec.key, spec.uses));
+    tessera_io::WriteOptions {
+        chunks: spec.movie.chunks,
+        overwrite: true,
+        meta,
+        ..tessera_io::WriteOptions::default()
+    }
+}

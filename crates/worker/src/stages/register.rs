@@ -11,13 +11,13 @@ use ndarray::{Array1, Array2, Array3, Axis, concatenate};
 use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::{Box3, Shape3};
-use tessera_io::{Output, RecordingWriter, WriteOptions};
+use tessera_io::{Output, RecordingWriter};
 use tessera_kernels::register::{
     FrameShift, PiecewiseParams, PiecewiseRegistration, RigidParams, RigidRegistration,
     shift_frame_filled,
 };
 
-use super::params_over;
+use super::{params_over, piece_options};
 use crate::{Done, MovieReader, TaskSpec, WorkerError};
 
 /// Up to `wanted` frames in 8 contiguous runs spread over the movie, each starting at a chunk
@@ -69,14 +69,7 @@ pub(super) fn run(spec: &TaskSpec, out: &Output, piecewise: bool) -> Result<Done
     };
     let core = spec.tile.core.clone();
     let n = core.t.end - core.t.start;
-    let mut meta = spec.movie.meta.clone();
-    meta.source = Some(format!("tessera task {} ({})", spec.key, spec.uses));
-    let options = WriteOptions {
-        chunks: spec.movie.chunks,
-        overwrite: true,
-        meta,
-        ..WriteOptions::default()
-    };
+    let options = piece_options(spec);
     let mut writer =
         RecordingWriter::<f32>::create(out, Shape3::new(n, shape.y, shape.x)?, &options)?;
     let mut shifts = Vec::with_capacity(n as usize);
@@ -125,6 +118,28 @@ pub(super) fn run(spec: &TaskSpec, out: &Output, piecewise: bool) -> Result<Done
         t0 = t1;
     }
     writer.finish()?;
+    let n_clipped = write_registration(out, &shifts, &blocks, reg.template())?;
+    let largest = shifts
+        .iter()
+        .map(|s| s.dy.hypot(s.dx))
+        .fold(0.0f32, f32::max);
+    Ok(Done {
+        figures: json!({"frames": n, "largest_shift_px": largest, "clipped_frames": n_clipped,
+                        "max_shift_px": reg.max_shift_px()}),
+        publishes: Vec::new(),
+    })
+}
+
+/// Writes the `registration/` group: per frame its rigid shift (`shifts`, (t, 2): dy, dx),
+/// correlation peak and whether the shift hit the limit (`clipped`); the template; and for
+/// piecewise registration the per-block shifts (`block_shifts`, (t, by, bx, 2)). Returns the
+/// number of clipped frames.
+pub fn write_registration(
+    out: &Output,
+    shifts: &[FrameShift],
+    blocks: &[(Array2<f32>, Array2<f32>)],
+    template: &Array2<f32>,
+) -> Result<usize, WorkerError> {
     out.write_group_at("registration", serde_json::Map::new())?;
     let none = serde_json::Map::new;
     let d = Array2::from_shape_fn((shifts.len(), 2), |(t, a)| {
@@ -138,7 +153,7 @@ pub(super) fn run(spec: &TaskSpec, out: &Output, piecewise: bool) -> Result<Done
     out.write_array("registration/clipped", &clipped.into_dyn(), &["t"], none())?;
     out.write_array(
         "registration/template",
-        &reg.template().clone().into_dyn(),
+        &template.clone().into_dyn(),
         &["y", "x"],
         none(),
     )?;
@@ -156,13 +171,5 @@ pub(super) fn run(spec: &TaskSpec, out: &Output, piecewise: bool) -> Result<Done
             none(),
         )?;
     }
-    let largest = shifts
-        .iter()
-        .map(|s| s.dy.hypot(s.dx))
-        .fold(0.0f32, f32::max);
-    Ok(Done {
-        figures: json!({"frames": n, "largest_shift_px": largest, "clipped_frames": n_clipped,
-                        "max_shift_px": reg.max_shift_px()}),
-        publishes: Vec::new(),
-    })
+    Ok(n_clipped)
 }

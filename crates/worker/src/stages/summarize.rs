@@ -9,7 +9,7 @@ use tessera_io::Output;
 use tessera_kernels::stats::{PsdAverage, SummaryStats, noise_image};
 use tessera_kernels::summary::{LocalCorrelation, pnr_image};
 
-use super::frames_per_run;
+use super::{frames_per_run, write_images};
 use crate::{Done, MovieReader, TaskSpec, WorkerError};
 
 pub(super) fn run(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
@@ -44,22 +44,18 @@ pub(super) fn run(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
     let mean = stats.mean();
     let pnr = pnr_image(&stats.max, &mean, &noise);
     let correlation = corr.image();
-    out.write_group_at("summary", serde_json::Map::new())?;
-    for (name, img) in [
-        ("mean", mean),
-        ("max", stats.max.clone()),
-        ("std", stats.std()),
-        ("correlation", correlation),
-        ("pnr", pnr),
-        ("noise", noise),
-    ] {
-        out.write_array(
-            &format!("summary/{name}"),
-            &img.into_dyn(),
-            &["y", "x"],
-            serde_json::Map::new(),
-        )?;
-    }
+    write_images(
+        out,
+        "summary",
+        [
+            ("mean", mean),
+            ("max", stats.max.clone()),
+            ("std", stats.std()),
+            ("correlation", correlation),
+            ("pnr", pnr),
+            ("noise", noise),
+        ],
+    )?;
     Ok(Done {
         figures: json!({"frames": shape.t}),
         publishes: vec![
