@@ -117,7 +117,23 @@ fn crate_dependency_rules_hold() {
         "tessera-workflow",
         &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"],
     );
-    for krate in ["tessera-worker", "tessera-coordinator", "tessera-workflow"] {
+    // The wire contract knows only the core vocabulary.
+    forbid(
+        "tessera-proto",
+        &[
+            "tessera-kernels",
+            "tessera-io",
+            "tessera-workflow",
+            "zarrs",
+            "ndarray",
+        ],
+    );
+    for krate in [
+        "tessera-worker",
+        "tessera-coordinator",
+        "tessera-workflow",
+        "tessera-proto",
+    ] {
         assert!(all.contains_key(krate), "{krate} is a workspace package");
     }
     assert!(

@@ -5,6 +5,7 @@
 
 mod architecture;
 mod bad_input;
+mod cluster;
 mod common;
 mod deconvolve;
 mod denoise;

@@ -29,7 +29,7 @@ fn f1(truth: &str, estimate: &str) -> f64 {
 
 /// SHA-256 of every data object of a run: results and task outputs, without provenance records,
 /// RO-Crates and the run's task log (they hold times and hosts).
-fn data_digests(run: &str) -> BTreeMap<String, String> {
+pub(crate) fn data_digests(run: &str) -> BTreeMap<String, String> {
     Manifest::of(&Location::parse(run).unwrap(), &["provenance/", "run/"])
         .unwrap()
         .files

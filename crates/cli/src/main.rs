@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cluster;
 mod denoise;
 mod evaluate;
 mod extract;
@@ -57,8 +58,20 @@ enum Command {
     Stages(workflow::StagesArgs),
     /// Print the tile plan of a workflow on a recording: tasks per stage, memory, dependencies.
     Plan(workflow::PlanArgs),
-    /// Run a workflow on a recording: plan its tiles and run every task on worker threads.
+    /// Run a workflow on a recording: a coordinator and N workers in this process (loopback gRPC).
     Run(run::Args),
+    /// Serve runs to clients and tasks to workers (gRPC), with durable state.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Take tasks from a coordinator and run them until stopped (SIGTERM/SIGUSR1: drain).
+    Worker(cluster::WorkerArgs),
+    /// Submit a workflow run to a coordinator; prints the run id on its last line.
+    Submit(cluster::SubmitArgs),
+    /// Show a run's progress (--watch: follow it; exit 0 only if it succeeded).
+    Status(cluster::StatusArgs),
+    /// Cancel a run.
+    Cancel(cluster::CancelArgs),
+    /// List the coordinator's runs.
+    Runs(cluster::RunsArgs),
 }
 
 /// Makes freed working arrays go back to the system at once, so the process's memory follows what
@@ -120,6 +133,12 @@ fn main() -> ExitCode {
         Command::Stages(a) => workflow::stages(a),
         Command::Plan(a) => workflow::plan(a),
         Command::Run(a) => run::run(a),
+        Command::Coordinator(a) => cluster::coordinator(a),
+        Command::Worker(a) => cluster::worker(a),
+        Command::Submit(a) => cluster::submit(a),
+        Command::Status(a) => cluster::status(a),
+        Command::Cancel(a) => cluster::cancel(a),
+        Command::Runs(a) => cluster::runs(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

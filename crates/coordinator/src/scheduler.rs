@@ -96,6 +96,9 @@ pub enum RunStatus {
 pub enum Outcome {
     /// Outputs written and their manifest committed (its digest).
     Done { manifest: String },
+    /// The output was already committed under the task's key (an earlier attempt or run wrote
+    /// it; nothing was computed): commits like `Done`, counted in [`Run::reused`].
+    Reused { manifest: String },
     /// Worth retrying: lost data source, preemption, I/O timeout.
     Retryable { error: String },
     /// Not worth retrying: bad data.
@@ -194,6 +197,9 @@ pub struct Run {
     pub last_token: u64,
     /// Workers that announced they are stopping.
     pub stopping: Vec<String>,
+    /// Tasks committed without computing (reported `Reused`, or `Recovered`).
+    #[serde(default)]
+    pub reused: usize,
     /// Indices kept in step with the task states, so each event costs time in proportion to what
     /// it touches, not to the size of the run (plans reach millions of tiles).
     index: Index,
@@ -266,6 +272,7 @@ impl Run {
             status: RunStatus::Running,
             last_token: 0,
             stopping: Vec::new(),
+            reused: 0,
             index,
         };
         // An empty run is over at once.
@@ -276,6 +283,21 @@ impl Run {
 
     /// Whether task `i` may be granted at `now`: pending, past its backoff, every dependency
     /// committed.
+    /// When the earliest lease expires, if any task is leased.
+    pub fn next_expiry(&self) -> Option<Millis> {
+        self.index.leases.first().map(|&(until, _)| until)
+    }
+
+    /// Whether a poll at `now` could be granted a task.
+    pub fn has_ready(&self, now: Millis) -> bool {
+        self.index.ready.iter().any(|&i| self.ready(i, now))
+    }
+
+    /// Tasks neither committed nor quarantined.
+    pub fn open_tasks(&self) -> usize {
+        self.index.open
+    }
+
     fn ready(&self, i: usize, now: Millis) -> bool {
         matches!(self.tasks[i].state, TaskState::Pending { not_before } if not_before <= now)
             && self.index.unmet[i] == 0
@@ -586,6 +608,12 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
                     actions.push(Action::Committed { task });
                     run.finish_if_done(&mut actions);
                 }
+                Outcome::Reused { manifest } => {
+                    run.reused += 1;
+                    run.set_state(task, TaskState::Committed { manifest });
+                    actions.push(Action::Committed { task });
+                    run.finish_if_done(&mut actions);
+                }
                 Outcome::Retryable { error } => {
                     run.fail(task, error, false, now, &mut actions);
                     run.finish_if_done(&mut actions);
@@ -626,6 +654,7 @@ pub fn step(run: &mut Run, event: Event) -> Vec<Action> {
                 matches!(t.state, TaskState::Pending { .. }) && run.index.unmet[task] == 0
             });
             if deps_done {
+                run.reused += 1;
                 run.set_state(task, TaskState::Committed { manifest });
                 actions.push(Action::Committed { task });
                 run.finish_if_done(&mut actions);

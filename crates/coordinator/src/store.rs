@@ -40,6 +40,17 @@ pub enum CoordinatorError {
     Scheduler(#[from] SchedulerError),
     #[error("a run with id {0} already exists")]
     Exists(String),
+    #[error("no run {0} (see `tessera runs`)")]
+    UnknownRun(String),
+    #[error("{0}")]
+    InvalidWorkflow(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A worker call without the current lease (a zombie's report, a revoked lease).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// The state database.
@@ -88,7 +99,9 @@ impl StateStore {
              CREATE TABLE IF NOT EXISTS tasks (run_id TEXT NOT NULL, idx INTEGER NOT NULL,
                  key TEXT NOT NULL, depends_on TEXT NOT NULL, PRIMARY KEY (run_id, idx));
              CREATE TABLE IF NOT EXISTS events (run_id TEXT NOT NULL, seq INTEGER NOT NULL,
-                 event TEXT NOT NULL, PRIMARY KEY (run_id, seq));",
+                 event TEXT NOT NULL, PRIMARY KEY (run_id, seq));
+             CREATE TABLE IF NOT EXISTS specs (run_id TEXT NOT NULL, idx INTEGER NOT NULL,
+                 spec TEXT NOT NULL, PRIMARY KEY (run_id, idx));",
         )
         .map_err(sql)?;
         Ok(StateStore { conn, path: p })
@@ -111,6 +124,22 @@ impl StateStore {
         tasks: Vec<(String, Vec<usize>)>,
         policy: Policy,
         payload: &Value,
+    ) -> Result<DurableRun, CoordinatorError> {
+        self.create_run_with_specs(id, name, created_ms, tasks, policy, payload, &[])
+    }
+
+    /// [`StateStore::create_run`], also storing each task's specification (`specs[i]` for task
+    /// `i`; none when empty), all in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_run_with_specs(
+        &mut self,
+        id: &str,
+        name: &str,
+        created_ms: u64,
+        tasks: Vec<(String, Vec<usize>)>,
+        policy: Policy,
+        payload: &Value,
+        specs: &[String],
     ) -> Result<DurableRun, CoordinatorError> {
         let state = Run::new(tasks, policy.clone())?;
         let tx = self.conn.transaction().map_err(|e| CoordinatorError::Sql {
@@ -151,6 +180,12 @@ impl StateStore {
                 insert
                     .execute(params![id, i as i64, t.key, to_json(&t.depends_on)])
                     .map_err(wrap)?;
+            }
+            let mut insert = tx
+                .prepare("INSERT INTO specs (run_id, idx, spec) VALUES (?1, ?2, ?3)")
+                .map_err(wrap)?;
+            for (i, spec) in specs.iter().enumerate() {
+                insert.execute(params![id, i as i64, spec]).map_err(wrap)?;
             }
         }
         tx.commit().map_err(wrap)?;
@@ -208,6 +243,19 @@ impl StateStore {
             .into_iter()
             .map(|e| step(&mut run.state, e))
             .collect())
+    }
+
+    /// The specification stored for task `idx` of `run`.
+    pub fn spec(&self, run: &str, idx: usize) -> Result<Option<String>, CoordinatorError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT spec FROM specs WHERE run_id = ?1 AND idx = ?2",
+                params![run, idx as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
     }
 
     /// Every run in the database, each rebuilt by replaying its events in order.

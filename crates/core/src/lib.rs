@@ -10,6 +10,7 @@ mod error;
 mod geometry;
 mod meta;
 mod region;
+pub mod task;
 pub mod tiling;
 
 pub use dtype::Dtype;

@@ -89,8 +89,10 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
-/// Keys of an output that its manifest does not cover (they are written after it).
-pub const NOT_IN_MANIFEST: &[&str] = &["provenance/", "ro-crate-metadata.json"];
+/// Keys of an output that its manifest does not cover: the record and RO-Crate (written after
+/// it), and an embedded run's scheduling database (`run/state.db` with its WAL files: the
+/// coordinator's log, still written after the result is published).
+pub const NOT_IN_MANIFEST: &[&str] = &["provenance/", "ro-crate-metadata.json", "run/state.db"];
 
 /// The objects to add to an output at `written` (its final location: `target`): the manifest, the
 /// record completed with the manifest's summary, and the RO-Crate.

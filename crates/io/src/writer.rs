@@ -142,6 +142,12 @@ impl Output {
         Output::open(uri, overwrite, true)
     }
 
+    /// Leaves an output from [`Output::resume`] unfinished on purpose, marked incomplete, for
+    /// others to write into and finish (a run's tasks and its publish task).
+    pub fn hand_over(mut self) {
+        self.finished = true;
+    }
+
     fn in_place(
         target: Location,
         path: &std::path::Path,

@@ -24,6 +24,7 @@
 //! A task's root attributes list what it `publishes`: the paths a run copies into its final
 //! output (the last task publishing a path wins).
 
+pub mod client;
 mod components;
 mod error;
 mod movie;
@@ -37,66 +38,15 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tessera_core::tiling::Tile;
 use tessera_io::{Location, Output, Store};
 
 pub use components::{read_background, read_components, write_background, write_components};
 pub use error::WorkerError;
-pub use movie::{MovieFrames, MovieReader, MovieSource, Piece};
+pub use movie::{MovieFrames, MovieReader};
 pub use stages::extract::{default_bin_frames, write_spike_outputs};
 pub use stages::register::{template_sample, write_registration};
 pub use stages::reserve_bytes;
-
-/// The output of an earlier task that this one reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskInput {
-    pub key: String,
-    /// The stage it ran (`detect`, `demix/merge`, ...).
-    pub uses: String,
-    pub tile: Tile,
-    pub uri: String,
-    /// Digest of its committed manifest.
-    pub manifest: String,
-}
-
-/// Facts of the run every task may need, resolved once by the coordinator.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunContext {
-    /// Expected cell radius in pixels (the detect stage's, else 6 um over the pixel size, else 5).
-    pub radius_px: f64,
-    /// Frame rate in Hz (the workflow's, else the recording's, else 30).
-    pub frame_rate_hz: f64,
-    /// Shape prior of the detect stage: `soma` or `any`.
-    pub morphology: String,
-}
-
-/// Everything a task needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskSpec {
-    /// Content key (hash of stage, parameters, input digest, tile and the keys it reads).
-    pub key: String,
-    /// Its plan stage (the workflow stage id, or `<id>/merge`).
-    pub stage: String,
-    /// The catalogue stage it runs (or `<uses>/merge`).
-    pub uses: String,
-    /// The stage's parameters, every default filled in (`null`: auto).
-    pub params: Map<String, Value>,
-    pub tile: Tile,
-    /// Frames averaged into one for this stage's working movie (spatial tiles).
-    pub bin_frames: u64,
-    /// The movie the stage reads (the recording, or the pieces of the last stage that changed it).
-    pub movie: MovieSource,
-    /// Pieces holding `registration/shifts` of the movie's frames, in frame order, when it was
-    /// registered (detection seeds only where the field stayed in view).
-    pub shifts: Vec<Piece>,
-    /// Outputs of the tasks whose data it reads.
-    pub inputs: Vec<TaskInput>,
-    pub context: RunContext,
-    /// Memory the task may use (runs of frames are sized to it).
-    pub memory_budget_bytes: u64,
-    /// Where its output goes.
-    pub output: String,
-}
+pub use tessera_core::task::{MovieSource, Piece, RunContext, TaskInput, TaskSpec};
 
 /// Who runs the task, for its record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +63,9 @@ pub struct TaskResult {
     pub manifest: String,
     /// The task's provenance record, as written to its `provenance/record.json`.
     pub record: Value,
+    /// The output was already committed (an earlier attempt or run with the same key wrote it):
+    /// nothing was computed.
+    pub reused: bool,
 }
 
 /// What a stage's task did: figures for the record, and the paths it publishes.
@@ -124,7 +77,17 @@ pub(crate) struct Done {
 
 /// Runs `spec` and commits its output: every array first, the provenance record and manifest last.
 /// Errors say whether a retry could help ([`WorkerError::is_retryable`]).
+///
+/// A task whose output is already committed (found by its content key: an earlier run into the
+/// same output, or an attempt whose report was lost) is not computed again: its committed
+/// result is returned, marked `reused`.
 pub fn execute(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, WorkerError> {
+    if let Some(done) = committed_result(&spec.output, true) {
+        return Ok(done);
+    }
+    if spec.uses == tessera_core::task::PUBLISH {
+        return stages::publish::run(spec, worker);
+    }
     let started = SystemTime::now();
     let out = Output::create(&spec.output, true)?;
     let done = stages::run(spec, &out)?;
@@ -157,29 +120,26 @@ pub fn execute(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Worke
     });
     out.set_provenance(record)?;
     let location = out.finish()?;
-    // The committed record, with the manifest's digest finish added.
-    let store = Store::open(&location)?;
-    let record: Value = store
-        .get("provenance/record.json")?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            WorkerError::Spec(format!("{location}: no provenance record after commit"))
-        })?;
-    let manifest = record["outputs"]["manifest_sha256"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Ok(TaskResult { manifest, record })
+    committed_result(&location.to_string(), false)
+        .ok_or_else(|| WorkerError::Spec(format!("{location}: no provenance record after commit")))
+}
+
+/// The committed output at `uri` (complete, with its record), if there is one.
+pub(crate) fn committed_result(uri: &str, reused: bool) -> Option<TaskResult> {
+    let loc = Location::parse(uri).ok()?;
+    let store = Store::open(&loc).ok()?;
+    store.check_complete().ok()?;
+    let record: Value = serde_json::from_slice(&store.get("provenance/record.json").ok()??).ok()?;
+    let manifest = record["outputs"]["manifest_sha256"].as_str()?.to_string();
+    Some(TaskResult {
+        manifest,
+        record,
+        reused,
+    })
 }
 
 /// Whether the task output at `uri` is committed (complete, with its record), and its manifest
 /// digest: a rerun finds committed tasks by key and does not compute them again.
 pub fn committed(uri: &str) -> Option<String> {
-    let loc = Location::parse(uri).ok()?;
-    let store = Store::open(&loc).ok()?;
-    store.check_complete().ok()?;
-    let record: Value = serde_json::from_slice(&store.get("provenance/record.json").ok()??).ok()?;
-    record["outputs"]["manifest_sha256"]
-        .as_str()
-        .map(str::to_string)
+    committed_result(uri, true).map(|r| r.manifest)
 }

@@ -5,31 +5,12 @@
 use std::ops::Range;
 
 use ndarray::{Array3, Axis, s};
-use serde::{Deserialize, Serialize};
+use tessera_core::task::MovieSource;
 use tessera_core::{Box3, RecordingMeta, Shape3};
 use tessera_io::Recording;
 use tessera_kernels::extract::{ChunkVisitor, FrameChunks, PixelMovie};
 
 use crate::WorkerError;
-
-/// Part of a movie: the box `core` of the whole movie, stored as the recording at `uri` (array
-/// `array`), whose own frame and pixel 0 are the box's first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Piece {
-    pub core: Box3,
-    pub uri: String,
-    pub array: Option<String>,
-}
-
-/// A movie made of pieces whose cores partition it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MovieSource {
-    pub shape: Shape3,
-    /// Storage chunk shape of the recording (reads are aligned to its frames).
-    pub chunks: [u64; 3],
-    pub meta: RecordingMeta,
-    pub pieces: Vec<Piece>,
-}
 
 /// An open [`MovieSource`]. Each piece is opened when a read first touches it, so a task reads
 /// only the pieces its dependencies committed (a denoising block of the second half of the frames
@@ -255,10 +236,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use ndarray::{Array3, s};
+    use tessera_core::task::{MovieSource, Piece};
     use tessera_core::{Box3, RecordingMeta, Shape3};
     use tessera_io::{Output, RecordingWriter, WriteOptions};
 
-    use super::{MovieReader, MovieSource, Piece};
+    use super::MovieReader;
 
     fn write(path: &std::path::Path, data: &Array3<f32>) -> String {
         let uri = path.to_str().unwrap().to_string();

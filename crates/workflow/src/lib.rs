@@ -29,6 +29,7 @@ pub mod keys;
 mod parse;
 pub mod plan;
 pub mod schema;
+pub mod tasks;
 
 pub use catalog::{DataKind, ParamSpec, ParamType, StageSpec, catalog, stage};
 pub use error::{Diagnostic, WorkflowError};
@@ -36,6 +37,8 @@ pub use keys::task_keys;
 pub use parse::parse_bytes;
 pub use plan::{RecordingGeometry, cell_radius_px, plan};
 pub use schema::{Input, Outputs, Resources, Stage, TileSettings, Workflow};
+pub use tasks::{RunOptions, RunTasks, run_tasks};
+pub use tessera_core::task::{PUBLISH, RecordingInput};
 
 /// Parses and validates a workflow; `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Workflow, WorkflowError> {

@@ -2,6 +2,7 @@
 
 mod denoise;
 pub(crate) mod extract;
+pub(crate) mod publish;
 pub(crate) mod register;
 mod summarize;
 

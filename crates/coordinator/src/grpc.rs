@@ -1,0 +1,384 @@
+//! The gRPC service: thin tonic handlers over [`Coordinator`]. Each handler converts the
+//! request, runs the coordinator's (blocking: SQLite, fsync) logic on tokio's blocking pool so
+//! the async threads stay free for heartbeats, and converts the answer or error to a gRPC status.
+//! Every call is authenticated ([`tessera_proto::Auth`]); worker calls must speak
+//! [`tessera_proto::PROTOCOL_VERSION`].
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tessera_core::task::RecordingInput;
+use tessera_proto::v1;
+use tessera_proto::v1::runs_server::{Runs, RunsServer};
+use tessera_proto::v1::work_server::{Work, WorkServer};
+use tessera_proto::{Auth, check_protocol};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::CoordinatorError;
+use crate::scheduler::{Millis, Outcome};
+use crate::service::{Coordinator, RunSummary, Submission};
+
+/// Milliseconds since the Unix epoch: the coordinator's clock.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The longest a poll is held waiting for work.
+const MAX_WAIT_MS: u32 = 10_000;
+
+fn status(e: CoordinatorError) -> Status {
+    match e {
+        CoordinatorError::UnknownRun(_) => Status::not_found(e.to_string()),
+        CoordinatorError::InvalidWorkflow(_) | CoordinatorError::InvalidRequest(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        CoordinatorError::Conflict(_) | CoordinatorError::Exists(_) => {
+            Status::already_exists(e.to_string())
+        }
+        CoordinatorError::Rejected(_) => Status::failed_precondition(e.to_string()),
+        CoordinatorError::Sql { .. }
+        | CoordinatorError::Corrupt { .. }
+        | CoordinatorError::Scheduler(_) => Status::internal(e.to_string()),
+    }
+}
+
+/// The service state shared by the handlers: the coordinator, and a counter bumped after every
+/// change (long polls and watches wait on it).
+#[derive(Debug, Clone)]
+pub struct Service {
+    core: Arc<Mutex<Coordinator>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Service {
+    pub fn new(core: Coordinator) -> Service {
+        Service {
+            core: Arc::new(Mutex::new(core)),
+            changed: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// Runs `f` on the coordinator on the blocking pool; bumps the change counter when `mutates`.
+    async fn with<T: Send + 'static>(
+        &self,
+        mutates: bool,
+        f: impl FnOnce(&mut Coordinator) -> Result<T, CoordinatorError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let core = self.core.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut guard = core
+                .lock()
+                .map_err(|_| Status::internal("the coordinator's state lock is poisoned"))?;
+            f(&mut guard).map_err(status)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("coordinator task failed: {e}")))?;
+        if mutates {
+            self.changed.send_modify(|n| *n += 1);
+        }
+        out
+    }
+
+    /// Requeues expired leases every `period` until the process ends.
+    pub fn spawn_ticker(&self, period: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            loop {
+                interval.tick().await;
+                match me.with(false, |c| c.tick(now_ms())).await {
+                    Ok(true) => me.changed.send_modify(|n| *n += 1),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "lease expiry check failed"),
+                }
+            }
+        })
+    }
+
+    /// Serves both services on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        token: &str,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let auth = Auth::new(token);
+        let ticker = self.spawn_ticker(Duration::from_millis(500));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let result = tonic::transport::Server::builder()
+            .add_service(RunsServer::with_interceptor(self.clone(), auth.clone()))
+            .add_service(WorkServer::with_interceptor(self, auth))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        ticker.abort();
+        result
+    }
+}
+
+fn info(s: RunSummary) -> v1::RunInfo {
+    v1::RunInfo {
+        run_id: s.run_id,
+        name: s.name,
+        state: s.state.to_string(),
+        error: s.error,
+        tasks: s.tasks as u64,
+        committed: s.committed as u64,
+        reused: s.reused as u64,
+        leased: s.leased as u64,
+        quarantined: s.quarantined as u64,
+        retries: s.retries,
+        created_ms: s.created_ms,
+        output: s.output,
+    }
+}
+
+type InfoStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::RunInfo, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Runs for Service {
+    async fn submit_run(
+        &self,
+        request: Request<v1::SubmitRunRequest>,
+    ) -> Result<Response<v1::SubmitRunResponse>, Status> {
+        let r = request.into_inner();
+        let recording = r
+            .recording
+            .ok_or_else(|| Status::invalid_argument("recording: missing"))?;
+        let recording = RecordingInput::try_from(recording)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let submission = Submission {
+            workflow_yaml: r.workflow_yaml,
+            workflow_file: if r.workflow_file.is_empty() {
+                "workflow".into()
+            } else {
+                r.workflow_file
+            },
+            recording,
+            output: r.output,
+            memory_budget: (r.memory_budget_bytes > 0).then_some(r.memory_budget_bytes),
+            tile_size: (r.tile_size_px > 0).then_some(r.tile_size_px),
+            command: r.command,
+        };
+        let s = self
+            .with(true, move |c| c.submit(submission, now_ms()))
+            .await?;
+        tracing::info!(run = %s.run_id, tasks = s.tasks, attached = s.attached, "run submitted");
+        Ok(Response::new(v1::SubmitRunResponse {
+            run_id: s.run_id,
+            attached: s.attached,
+            tasks: s.tasks as u64,
+            warnings: s.warnings,
+        }))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::RunInfo>, Status> {
+        let id = request.into_inner().run_id;
+        Ok(Response::new(info(
+            self.with(false, move |c| c.get(&id)).await?,
+        )))
+    }
+
+    async fn list_runs(
+        &self,
+        _request: Request<v1::ListRunsRequest>,
+    ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        let runs = self.with(false, |c| Ok(c.list())).await?;
+        Ok(Response::new(v1::ListRunsResponse {
+            runs: runs.into_iter().map(info).collect(),
+        }))
+    }
+
+    type WatchRunStream = InfoStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let id = request.into_inner().run_id;
+        let first = {
+            let id = id.clone();
+            self.with(false, move |c| c.get(&id)).await?
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let me = self.clone();
+        let mut changed = self.changed.subscribe();
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(info(last.clone()))).await.is_err() {
+                return;
+            }
+            while !last.finished() {
+                // Wake on a change, or every second (a progress line even when nothing moves).
+                let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let id = id.clone();
+                let now = match me.with(false, move |c| c.get(&id)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if now != last {
+                    if tx.send(Ok(info(now.clone()))).await.is_err() {
+                        return;
+                    }
+                    last = now;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::RunInfo>, Status> {
+        let id = request.into_inner().run_id;
+        let s = self.with(true, move |c| c.cancel(&id, now_ms())).await?;
+        tracing::info!(run = %s.run_id, "run cancelled");
+        Ok(Response::new(info(s)))
+    }
+}
+
+#[tonic::async_trait]
+impl Work for Service {
+    async fn poll(
+        &self,
+        request: Request<v1::PollRequest>,
+    ) -> Result<Response<v1::PollResponse>, Status> {
+        let r = request.into_inner();
+        check_protocol(r.protocol_version)?;
+        if r.worker.is_empty() {
+            return Err(Status::invalid_argument("worker: empty name"));
+        }
+        let slots = r.slots.clamp(1, 1024) as usize;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(u64::from(r.wait_ms.min(MAX_WAIT_MS)));
+        let mut changed = self.changed.subscribe();
+        loop {
+            let worker = r.worker.clone();
+            let grants = self
+                .with(false, move |c| c.poll(&worker, slots, now_ms()))
+                .await?;
+            if !grants.is_empty() {
+                self.changed.send_modify(|n| *n += 1);
+                for g in &grants {
+                    tracing::debug!(run = %g.run_id, task = g.task, token = g.token, worker = %r.worker, "granted");
+                }
+                return Ok(Response::new(v1::PollResponse {
+                    leases: grants
+                        .into_iter()
+                        .map(|g| v1::Lease {
+                            run_id: g.run_id,
+                            task: g.task as u64,
+                            token: g.token,
+                            spec_json: g.spec_json,
+                            input_manifests: g.input_manifests.into_iter().collect(),
+                            ttl_ms: g.ttl_ms,
+                            run_json: g.run_json.unwrap_or_default(),
+                        })
+                        .collect(),
+                }));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Response::new(v1::PollResponse { leases: Vec::new() }));
+            }
+            // Wait for a change (a commit, a submission), or a little while (a retry's backoff
+            // ending), whichever comes first.
+            let wait = (deadline - now).min(Duration::from_millis(250));
+            let _ = tokio::time::timeout(wait, changed.changed()).await;
+        }
+    }
+
+    async fn extend_lease(
+        &self,
+        request: Request<v1::LeaseRef>,
+    ) -> Result<Response<v1::ExtendLeaseResponse>, Status> {
+        let r = request.into_inner();
+        check_protocol(r.protocol_version)?;
+        let answer = self
+            .with(false, move |c| {
+                c.extend(&r.worker, &r.run_id, r.task as usize, r.token, now_ms())
+            })
+            .await?;
+        Ok(Response::new(match answer {
+            Ok(ttl) => v1::ExtendLeaseResponse {
+                ok: true,
+                reason: String::new(),
+                ttl_ms: ttl,
+            },
+            Err(reason) => v1::ExtendLeaseResponse {
+                ok: false,
+                reason,
+                ttl_ms: 0,
+            },
+        }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<v1::ReportRequest>,
+    ) -> Result<Response<v1::ReportResponse>, Status> {
+        let r = request.into_inner();
+        let lease = r
+            .lease
+            .ok_or_else(|| Status::invalid_argument("lease: missing"))?;
+        check_protocol(lease.protocol_version)?;
+        use v1::report_request::Outcome as W;
+        let outcome = match r.outcome {
+            Some(W::DoneManifest(manifest)) => Outcome::Done { manifest },
+            Some(W::ReusedManifest(manifest)) => Outcome::Reused { manifest },
+            Some(W::RetryableError(error)) => Outcome::Retryable { error },
+            Some(W::FatalError(error)) => Outcome::Fatal { error },
+            None => return Err(Status::invalid_argument("outcome: missing")),
+        };
+        let (run, task) = (lease.run_id.clone(), lease.task);
+        let result = self
+            .with(true, move |c| {
+                c.report(
+                    &lease.worker,
+                    &lease.run_id,
+                    lease.task as usize,
+                    lease.token,
+                    outcome,
+                    now_ms(),
+                )
+            })
+            .await;
+        if let Err(e) = &result {
+            tracing::warn!(run = %run, task, error = %e.message(), "report refused");
+        }
+        result.map(|()| Response::new(v1::ReportResponse {}))
+    }
+
+    async fn stopping(
+        &self,
+        request: Request<v1::StoppingRequest>,
+    ) -> Result<Response<v1::StoppingResponse>, Status> {
+        let r = request.into_inner();
+        check_protocol(r.protocol_version)?;
+        tracing::info!(worker = %r.worker, "worker stopping");
+        self.with(true, move |c| c.stopping(&r.worker, now_ms()))
+            .await?;
+        Ok(Response::new(v1::StoppingResponse {}))
+    }
+}
+
+/// Binds `addr` (port 0: any free port) and returns the listener with the address it got.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
