@@ -38,6 +38,22 @@ pub enum What {
         #[arg(long, default_value_t = 8)]
         slots: usize,
     },
+    /// Dispatch through the real coordinator over gRPC on loopback: a run of `--tasks` no-op
+    /// tasks (the `scheduler` plan; their specifications are stored and sent like real ones)
+    /// served by `tessera coordinator`'s service with its SQLite state, and `--workers` clients
+    /// that poll for `--slots` tasks at a time and report each done at once. Prints tasks per
+    /// second and the process's peak memory.
+    Dispatch {
+        #[arg(long, default_value_t = 20_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 8)]
+        slots: usize,
+        /// Folder for the state database (default: a temporary one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Recovery of the coordinator's durable state: a run of `--tasks` tasks (as for `scheduler`)
     /// half done through the SQLite event log (events committed in batches of a poll round), the
     /// database closed, then reopened and every run replayed. Prints the time to log and to
@@ -136,6 +152,121 @@ fn bench_recovery(tasks: usize, dir: Option<std::path::PathBuf>) -> anyhow::Resu
     Ok(())
 }
 
+fn bench_dispatch(
+    tasks: usize,
+    workers: usize,
+    slots: usize,
+    dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tessera_coordinator::grpc::{Service, bind, now_ms};
+    use tessera_coordinator::{Coordinator, Policy, Settings};
+    use tessera_proto::v1;
+    use tessera_proto::{Bearer, PROTOCOL_VERSION};
+
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_path_buf());
+    let path = dir.join("bench-dispatch.db");
+    let _ = std::fs::remove_file(&path);
+    let mut core = Coordinator::open(&path, Settings::default())?;
+    let t0 = Instant::now();
+    let plan = bench_plan(tasks)
+        .into_iter()
+        .map(|(k, d)| {
+            let spec = format!(r#"{{"key":"{k}","stage":"noop"}}"#);
+            (k, d, spec)
+        })
+        .collect();
+    let (id, n) = core.start_run(
+        "bench",
+        serde_json::json!({"output": "bench"}),
+        plan,
+        Policy::default(),
+        now_ms(),
+    )?;
+    let created = t0.elapsed().as_secs_f64();
+    let token = crate::cluster::generate_token()?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let rt = crate::cluster::runtime()?;
+    let secs = rt.block_on(async {
+        let (listener, addr) = bind(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            0,
+        )))
+        .await?;
+        let server_token = token.clone();
+        tokio::spawn(async move {
+            Service::new(core)
+                .serve(listener, &server_token, std::future::pending())
+                .await
+        });
+        let url = format!("http://{addr}");
+        let started = Instant::now();
+        let mut pool = tokio::task::JoinSet::new();
+        for w in 0..workers {
+            let channel = tonic::transport::Channel::from_shared(url.clone())?
+                .connect()
+                .await?;
+            let mut client =
+                v1::work_client::WorkClient::with_interceptor(channel, Bearer::new(&token)?);
+            let done = done.clone();
+            pool.spawn(async move {
+                let name = format!("bench-{w}");
+                while done.load(Ordering::Relaxed) < n {
+                    let leases = client
+                        .poll(v1::PollRequest {
+                            protocol_version: PROTOCOL_VERSION,
+                            worker: name.clone(),
+                            slots: slots as u32,
+                            wait_ms: 200,
+                        })
+                        .await?
+                        .into_inner()
+                        .leases;
+                    // Each task's report goes out as it finishes, concurrently, as a worker's
+                    // slots do.
+                    let mut reports = tokio::task::JoinSet::new();
+                    for l in leases {
+                        let mut client = client.clone();
+                        let request = v1::ReportRequest {
+                            lease: Some(v1::LeaseRef {
+                                protocol_version: PROTOCOL_VERSION,
+                                worker: name.clone(),
+                                run_id: l.run_id,
+                                task: l.task,
+                                token: l.token,
+                            }),
+                            outcome: Some(v1::report_request::Outcome::DoneManifest(format!(
+                                "{:064x}",
+                                l.task
+                            ))),
+                        };
+                        reports.spawn(async move { client.report(request).await });
+                    }
+                    while let Some(r) = reports.join_next().await {
+                        r??;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = pool.join_next().await {
+            r??;
+        }
+        anyhow::Ok(started.elapsed().as_secs_f64())
+    })?;
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{n} no-op tasks of run {id} (stored in {created:.2} s) dispatched over loopback gRPC to {workers} worker(s) x {slots} slot(s) in {secs:.2} s: {:.0} tasks/s; state database {:.1} MB; peak memory {:.0} MB",
+        n as f64 / secs.max(1e-9),
+        bytes as f64 / 1e6,
+        tessera_io::provenance::peak_rss_bytes().unwrap_or(0) as f64 / 1e6
+    );
+    Ok(())
+}
+
 /// Runs a plan of no-op tasks through `tessera_coordinator::step`.
 fn bench_scheduler(tasks: usize, workers: usize, slots: usize) -> anyhow::Result<()> {
     use tessera_coordinator::{Action, Event, Outcome, Policy, Run, RunStatus, step};
@@ -210,6 +341,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             slots,
         } => bench_scheduler(tasks, workers, slots),
         What::Recovery { tasks, dir } => bench_recovery(tasks, dir),
+        What::Dispatch {
+            tasks,
+            workers,
+            slots,
+            dir,
+        } => bench_dispatch(tasks, workers, slots, dir),
         What::Read {
             uri,
             array,

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::task::RecordingInput;
@@ -47,37 +47,95 @@ fn status(e: CoordinatorError) -> Status {
     }
 }
 
-/// The service state shared by the handlers: the coordinator, and a counter bumped after every
-/// change (long polls and watches wait on it).
+/// A call's work on the coordinator; it returns what to answer once its events are committed.
+type Job = Box<dyn FnOnce(&mut Coordinator) -> Reply + Send>;
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// The service state shared by the handlers: a channel to the thread that owns the coordinator,
+/// and a counter bumped after every change (long polls and watches wait on it).
+///
+/// Group commit: the coordinator's thread takes every call waiting for it, runs them in order
+/// inside one SQLite transaction, commits (one sync for all their events), and only then answers
+/// them. Nothing is acknowledged before it is on disk, and concurrent calls share the sync.
 #[derive(Debug, Clone)]
 pub struct Service {
-    core: Arc<Mutex<Coordinator>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     changed: Arc<watch::Sender<u64>>,
 }
 
+/// Calls committed together at most.
+const MAX_BATCH: usize = 512;
+
+fn committer(mut core: Coordinator, jobs: std::sync::mpsc::Receiver<Job>) {
+    let mut broken: Option<String> = None;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Some(e) = &broken {
+            // The database failed: the in-memory state may be ahead of the disk. Refuse
+            // everything; a restart rebuilds the state from what was committed.
+            for job in batch {
+                job(&mut core)(Err(e.clone()));
+            }
+            continue;
+        }
+        let begun = core.begin_batch();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&mut core)).collect();
+        let committed = begun.and_then(|()| core.commit_batch()).map_err(|e| {
+            format!("the coordinator's state database failed ({e}); restart the coordinator")
+        });
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "state database commit failed");
+            broken = Some(e.clone());
+        }
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
 impl Service {
+    /// Starts the thread that owns `core`.
     pub fn new(core: Coordinator) -> Service {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        // The thread ends when the last Service clone (sender) is dropped.
+        let _ = std::thread::Builder::new()
+            .name("coordinator".into())
+            .spawn(move || committer(core, rx));
         Service {
-            core: Arc::new(Mutex::new(core)),
+            jobs,
             changed: Arc::new(watch::channel(0).0),
         }
     }
 
-    /// Runs `f` on the coordinator on the blocking pool; bumps the change counter when `mutates`.
+    /// Runs `f` on the coordinator's thread and answers once its events are committed; bumps
+    /// the change counter when `mutates`.
     async fn with<T: Send + 'static>(
         &self,
         mutates: bool,
         f: impl FnOnce(&mut Coordinator) -> Result<T, CoordinatorError> + Send + 'static,
     ) -> Result<T, Status> {
-        let core = self.core.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut guard = core
-                .lock()
-                .map_err(|_| Status::internal("the coordinator's state lock is poisoned"))?;
-            f(&mut guard).map_err(status)
-        })
-        .await
-        .map_err(|e| Status::internal(format!("coordinator task failed: {e}")))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c: &mut Coordinator| {
+            let out = f(c).map_err(status);
+            Box::new(move |commit: Result<(), String>| {
+                let _ = tx.send(match commit {
+                    Ok(()) => out,
+                    Err(e) => Err(Status::internal(e)),
+                });
+            })
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
+        let out = rx
+            .await
+            .map_err(|_| Status::internal("the coordinator's thread ended"))?;
         if mutates {
             self.changed.send_modify(|n| *n += 1);
         }
@@ -109,7 +167,9 @@ impl Service {
     ) -> Result<(), tonic::transport::Error> {
         let auth = Auth::new(token);
         let ticker = self.spawn_ticker(Duration::from_millis(500));
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        // No Nagle delay: calls are small and latency-bound.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let result = tonic::transport::Server::builder()
             .add_service(RunsServer::with_interceptor(self.clone(), auth.clone()))
             .add_service(WorkServer::with_interceptor(self, auth))

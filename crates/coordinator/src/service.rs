@@ -147,6 +147,17 @@ impl Coordinator {
         })
     }
 
+    /// Opens a group commit: what the following calls log is committed by
+    /// [`Coordinator::commit_batch`] in one transaction (one sync), and must not be acknowledged
+    /// before it.
+    pub fn begin_batch(&mut self) -> Result<(), CoordinatorError> {
+        self.store.begin_batch()
+    }
+
+    pub fn commit_batch(&mut self) -> Result<(), CoordinatorError> {
+        self.store.commit_batch()
+    }
+
     /// Runs not finished yet.
     pub fn unfinished(&self) -> usize {
         self.runs
@@ -225,10 +236,6 @@ impl Coordinator {
                 )));
             }
         }
-        let mut id = format!("run-{now}-{}", &last_key[..8.min(last_key.len())]);
-        while self.by_id.contains_key(&id) {
-            id.push('x');
-        }
         let name = w.metadata.name.clone().unwrap_or_else(|| "workflow".into());
         let policy = Policy {
             lease_ttl: self.settings.lease_ttl_ms,
@@ -239,32 +246,59 @@ impl Coordinator {
         };
         let payload = json!({"output": options.output, "input": s.recording.uri,
             "input_digest": s.recording.digest, "workflow_file": s.workflow_file,
-            "command": s.command, "created_ms": now});
-        let spec_json: Vec<String> = specs
-            .iter()
-            .map(|t| serde_json::to_string(t).unwrap_or_default())
-            .collect();
+            "command": s.command});
         let tasks = specs
             .iter()
             .zip(deps)
-            .map(|(t, d)| (t.key.clone(), d))
+            .map(|(t, d)| {
+                (
+                    t.key.clone(),
+                    d,
+                    serde_json::to_string(t).unwrap_or_default(),
+                )
+            })
             .collect();
+        let (run_id, tasks) = self.start_run(&name, payload, tasks, policy, now)?;
+        Ok(Submitted {
+            run_id,
+            attached: false,
+            tasks,
+            warnings,
+        })
+    }
+
+    /// Starts a run of planned tasks, each given as (key, the tasks it waits for, its
+    /// specification as the worker will receive it). `payload` must name the run's `output`.
+    /// Returns the run's id and its task count.
+    pub fn start_run(
+        &mut self,
+        name: &str,
+        mut payload: Value,
+        tasks: Vec<(String, Vec<usize>, String)>,
+        policy: Policy,
+        now: Millis,
+    ) -> Result<(String, usize), CoordinatorError> {
+        let last_key = tasks.last().map(|t| t.0.clone()).unwrap_or_default();
+        let mut id = format!("run-{now}-{}", &last_key[..8.min(last_key.len())]);
+        while self.by_id.contains_key(&id) {
+            id.push('x');
+        }
+        if let Some(p) = payload.as_object_mut() {
+            p.insert("created_ms".into(), json!(now));
+        }
+        let (tasks, specs): (Vec<_>, Vec<_>) =
+            tasks.into_iter().map(|(k, d, s)| ((k, d), s)).unzip();
         let durable = self
             .store
-            .create_run_with_specs(&id, &name, now, tasks, policy, &payload, &spec_json)?;
+            .create_run_with_specs(&id, name, now, tasks, policy, &payload, &specs)?;
         let n = durable.state.tasks.len();
         self.by_id.insert(id.clone(), self.runs.len());
         self.runs.push(Entry {
             durable,
-            name,
+            name: name.to_string(),
             payload,
         });
-        Ok(Submitted {
-            run_id: id,
-            attached: false,
-            tasks: n,
-            warnings,
-        })
+        Ok((id, n))
     }
 
     fn entry(&self, run: &str) -> Result<usize, CoordinatorError> {

@@ -142,7 +142,7 @@ impl StateStore {
         specs: &[String],
     ) -> Result<DurableRun, CoordinatorError> {
         let state = Run::new(tasks, policy.clone())?;
-        let tx = self.conn.transaction().map_err(|e| CoordinatorError::Sql {
+        let tx = self.conn.savepoint().map_err(|e| CoordinatorError::Sql {
             path: self.path.clone(),
             source: e,
         })?;
@@ -196,6 +196,19 @@ impl StateStore {
         })
     }
 
+    /// Opens a batch: the events logged until [`StateStore::commit_batch`] are committed (and
+    /// synced) together, once. The caller must not acknowledge them before that commit.
+    pub fn begin_batch(&mut self) -> Result<(), CoordinatorError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Commits the open batch: one write and one sync for all its events.
+    pub fn commit_batch(&mut self) -> Result<(), CoordinatorError> {
+        self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))
+    }
+
     /// Logs `event` as the next event of `run`, then applies it: the returned actions may be
     /// acknowledged, the event is on disk.
     pub fn apply(
@@ -226,7 +239,7 @@ impl StateStore {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(wrap)?;
+        let tx = self.conn.savepoint().map_err(wrap)?;
         {
             let mut insert = tx
                 .prepare("INSERT INTO events (run_id, seq, event) VALUES (?1, ?2, ?3)")
