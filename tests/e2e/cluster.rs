@@ -19,8 +19,8 @@ use crate::common::{example, fails, ok, run, tessera};
 
 const TOKEN: &str = "test-token-0123456789";
 
-/// A coordinator process on a free loopback port (or `listen`), and its URL.
-fn coordinator(state: &str, listen: &str, extra: &[&str]) -> (Child, String) {
+/// A coordinator process on a free loopback port (or `listen`), its URL and its metrics' URL.
+fn coordinator(state: &str, listen: &str, extra: &[&str]) -> (Child, String, String) {
     let mut child = tessera()
         .args([
             "coordinator",
@@ -30,23 +30,43 @@ fn coordinator(state: &str, listen: &str, extra: &[&str]) -> (Child, String) {
             state,
             "--token",
             TOKEN,
+            "--metrics",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut last_word = || {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string()
+    };
+    let addr = last_word();
+    let metrics = last_word();
+    (child, format!("http://{addr}"), metrics)
+}
+
+/// `GET /metrics` of a coordinator, over a plain TCP socket.
+fn metrics(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    (child, format!("http://{addr}"))
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
 }
 
 fn worker(url: &str, name: &str) -> Child {
@@ -126,7 +146,7 @@ fn a_run_survives_a_killed_worker_and_a_killed_coordinator() {
 
     let state = p("state.db");
     let settings = ["--lease-ttl-ms", "1500", "--backoff-ms", "100"];
-    let (mut coord, url) = coordinator(&state, "127.0.0.1:0", &settings);
+    let (mut coord, url, _) = coordinator(&state, "127.0.0.1:0", &settings);
     let mut a = worker(&url, "worker-a");
     let mut b = worker(&url, "worker-b");
     let out = p("cluster.run");
@@ -174,7 +194,7 @@ fn a_run_survives_a_killed_worker_and_a_killed_coordinator() {
         })
         .collect();
     let addr = url.trim_start_matches("http://");
-    let (mut coord, url2) = coordinator(&state, addr, &settings);
+    let (mut coord, url2, _) = coordinator(&state, addr, &settings);
     assert_eq!(url2, url);
     let mut c = worker(&url, "worker-c");
     // Worker b lived through the restart; c replaces a. The run ends, and succeeds.
@@ -264,7 +284,7 @@ fn recording() -> v1::Recording {
 fn the_api_refuses_bad_calls_with_the_right_status_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    let (mut coord, url) = coordinator(
+    let (mut coord, url, metrics_url) = coordinator(
         state.to_str().unwrap(),
         "127.0.0.1:0",
         &["--lease-ttl-ms", "300", "--backoff-ms", "10"],
@@ -415,6 +435,16 @@ fn the_api_refuses_bad_calls_with_the_right_status_and_keeps_serving() {
         assert_eq!(listed.into_inner().runs.len(), 1);
         id
     });
+    // Operators' metrics: one run, cancelled, one task committed after its grant.
+    let m = metrics(&metrics_url);
+    for line in [
+        "tessera_runs{state=\"cancelled\"} 1",
+        "tessera_runs{state=\"running\"} 0",
+        "tessera_task_seconds_count 1",
+        "# TYPE tessera_queue_depth gauge",
+    ] {
+        assert!(m.contains(line), "no {line:?} in {m}");
+    }
     // Watching a cancelled run exits non-zero and says so.
     let e = fails(&[
         "status",

@@ -191,6 +191,10 @@ pub struct CoordinatorArgs {
     /// Backoff before a task's first retry, in milliseconds (doubling, capped at 60 s).
     #[arg(long, default_value_t = 1_000)]
     pub backoff_ms: u64,
+    /// Serve Prometheus metrics (queue depth, leases, retries, task durations) at
+    /// http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `tessera coordinator`: serves runs to clients and tasks to workers until SIGINT/SIGTERM.
@@ -226,7 +230,18 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             "state {} ({unfinished} unfinished run(s) resumed)",
             args.state.display()
         );
-        Service::new(core)
+        let service = Service::new(core);
+        if let Some(m) = args.metrics {
+            let (metrics, at) = tessera_coordinator::grpc::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on {m} for metrics"))?;
+            println!("metrics on http://{at}/metrics");
+            tokio::spawn(tessera_coordinator::grpc::serve_metrics(
+                service.clone(),
+                metrics,
+            ));
+        }
+        service
             .serve(listener, &token, shutdown_signal())
             .await
             .context("the gRPC server failed")

@@ -436,6 +436,48 @@ impl Work for Service {
     }
 }
 
+/// Serves the Prometheus text format at `GET /metrics` on `listener` (a minimal HTTP/1.1
+/// responder: one request per connection), until the process ends.
+pub async fn serve_metrics(service: Service, listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => return,
+                }
+            }
+            let line = String::from_utf8_lossy(&head);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if line.starts_with("GET ") && (path == "/metrics" || path == "/")
+            {
+                match service.with(false, |c| Ok(c.metrics_text(now_ms()))).await {
+                    Ok(text) => ("200 OK", text),
+                    Err(e) => ("503 Service Unavailable", format!("{}\n", e.message())),
+                }
+            } else {
+                (
+                    "404 Not Found",
+                    "only GET /metrics is served here\n".to_string(),
+                )
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
 /// Binds `addr` (port 0: any free port) and returns the listener with the address it got.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -293,6 +293,15 @@ impl Run {
         self.index.ready.iter().any(|&i| self.ready(i, now))
     }
 
+    /// Tasks a poll at `now` could be granted.
+    pub fn ready_count(&self, now: Millis) -> usize {
+        self.index
+            .ready
+            .iter()
+            .filter(|&&i| self.ready(i, now))
+            .count()
+    }
+
     /// Tasks neither committed nor quarantined.
     pub fn open_tasks(&self) -> usize {
         self.index.open

@@ -121,6 +121,7 @@ pub struct Coordinator {
     runs: Vec<Entry>,
     by_id: HashMap<String, usize>,
     settings: Settings,
+    durations: Durations,
 }
 
 impl Coordinator {
@@ -144,6 +145,7 @@ impl Coordinator {
             runs,
             by_id,
             settings,
+            durations: Durations::default(),
         })
     }
 
@@ -342,6 +344,7 @@ impl Coordinator {
                     task, token, until, ..
                 } = a
                 {
+                    self.durations.granted.insert((ei, task), now);
                     grants.push(self.grant(ei, task, token, until.saturating_sub(now))?);
                 }
             }
@@ -452,10 +455,14 @@ impl Coordinator {
             },
         )?;
         for a in actions {
-            if let Action::Reject { reason, .. } = a {
-                return Err(CoordinatorError::Rejected(format!(
-                    "report of task {task} of run {run} refused: {reason}"
-                )));
+            match a {
+                Action::Reject { reason, .. } => {
+                    return Err(CoordinatorError::Rejected(format!(
+                        "report of task {task} of run {run} refused: {reason}"
+                    )));
+                }
+                Action::Committed { task } => self.durations.observe((ei, task), now),
+                _ => {}
             }
         }
         Ok(())
@@ -505,6 +512,140 @@ impl Coordinator {
 
     pub fn list(&self) -> Vec<RunSummary> {
         self.runs.iter().map(summarize).collect()
+    }
+
+    /// The operators' view in the Prometheus text format (version 0.0.4): runs by state, tasks
+    /// of unfinished runs by state, the queue (tasks ready to grant), leases, retries, events
+    /// logged, and how long committed tasks held their lease (a histogram, since this process
+    /// started).
+    pub fn metrics_text(&self, now: Millis) -> String {
+        let mut runs_by_state: std::collections::BTreeMap<&str, usize> = [
+            "running",
+            "succeeded",
+            "succeeded_with_missing",
+            "failed",
+            "cancelled",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        let (mut pending, mut leased, mut committed, mut quarantined) = (0, 0, 0, 0);
+        let (mut ready, mut retries, mut events) = (0usize, 0u64, 0u64);
+        for e in &self.runs {
+            let s = summarize(e);
+            *runs_by_state.entry(s.state).or_default() += 1;
+            retries += s.retries;
+            events += e.durable.events;
+            if s.state == "running" {
+                leased += s.leased;
+                committed += s.committed;
+                quarantined += s.quarantined;
+                pending += s.tasks - s.leased - s.committed - s.quarantined;
+                ready += e.durable.state.ready_count(now);
+            }
+        }
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        family(
+            "tessera_runs",
+            "gauge",
+            "Runs in the state database, by state.",
+            runs_by_state
+                .iter()
+                .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n.to_string()))
+                .collect(),
+        );
+        family(
+            "tessera_tasks",
+            "gauge",
+            "Tasks of unfinished runs, by state.",
+            [
+                ("pending", pending),
+                ("leased", leased),
+                ("committed", committed),
+                ("quarantined", quarantined),
+            ]
+            .iter()
+            .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n.to_string()))
+            .collect(),
+        );
+        family(
+            "tessera_queue_depth",
+            "gauge",
+            "Tasks ready to be granted now (dependencies committed, no backoff pending).",
+            vec![(String::new(), ready.to_string())],
+        );
+        family(
+            "tessera_leases",
+            "gauge",
+            "Leases held by workers.",
+            vec![(String::new(), leased.to_string())],
+        );
+        family(
+            "tessera_retries_total",
+            "counter",
+            "Task attempts beyond each task's first, over every run.",
+            vec![(String::new(), retries.to_string())],
+        );
+        family(
+            "tessera_events_total",
+            "counter",
+            "Scheduling events logged, over every run.",
+            vec![(String::new(), events.to_string())],
+        );
+        let mut cumulative = 0u64;
+        let mut samples: Vec<(String, String)> = LEASE_BUCKETS_S
+            .iter()
+            .zip(&self.durations.counts)
+            .map(|(le, n)| {
+                cumulative += n;
+                (format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string())
+            })
+            .collect();
+        samples.push((
+            "_bucket{le=\"+Inf\"}".into(),
+            self.durations.count.to_string(),
+        ));
+        samples.push(("_sum".into(), format!("{:.3}", self.durations.sum_s)));
+        samples.push(("_count".into(), self.durations.count.to_string()));
+        family(
+            "tessera_task_seconds",
+            "histogram",
+            "From grant to committed report, per task (since this coordinator started).",
+            samples,
+        );
+        out
+    }
+}
+
+/// Upper bounds (seconds) of the task duration histogram's buckets.
+const LEASE_BUCKETS_S: [f64; 8] = [0.1, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
+
+/// Task durations (grant to committed report) observed since the coordinator started.
+#[derive(Debug, Default)]
+struct Durations {
+    counts: [u64; 8],
+    count: u64,
+    sum_s: f64,
+    /// Grant time of each leased task, by (run index, task).
+    granted: HashMap<(usize, usize), Millis>,
+}
+
+impl Durations {
+    fn observe(&mut self, key: (usize, usize), now: Millis) {
+        if let Some(t) = self.granted.remove(&key) {
+            let s = now.saturating_sub(t) as f64 / 1000.0;
+            if let Some(i) = LEASE_BUCKETS_S.iter().position(|&le| s <= le) {
+                self.counts[i] += 1;
+            }
+            self.count += 1;
+            self.sum_s += s;
+        }
     }
 }
 
