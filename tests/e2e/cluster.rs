@@ -458,3 +458,35 @@ fn the_api_refuses_bad_calls_with_the_right_status_and_keeps_serving() {
     assert!(e.contains("cancelled"), "{e}");
     kill(&mut coord);
 }
+
+#[test]
+fn tls_with_a_certificate_clients_that_trust_it_connect_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(p("cert.pem"), key.cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.signing_key.serialize_pem()).unwrap();
+    let (mut coord, url, _) = coordinator(
+        &p("state.db"),
+        "127.0.0.1:0",
+        &["--tls-cert", &p("cert.pem"), "--tls-key", &p("key.pem")],
+    );
+    // The certificate names localhost.
+    let https = url.replace("http://127.0.0.1", "https://localhost");
+    let listed = ok(&[
+        "runs",
+        "--coordinator",
+        &https,
+        "--token",
+        TOKEN,
+        "--tls-ca",
+        &p("cert.pem"),
+    ]);
+    assert!(listed.is_empty(), "{listed}");
+    // In the clear, or without trusting the certificate: refused, with a message.
+    let e = fails(&["runs", "--coordinator", &url, "--token", TOKEN]);
+    assert!(!e.is_empty());
+    let e = fails(&["runs", "--coordinator", &https, "--token", TOKEN]);
+    assert!(e.contains("--tls-ca"), "{e}");
+    kill(&mut coord);
+}

@@ -198,7 +198,7 @@ fn bench_dispatch(
         let server_token = token.clone();
         tokio::spawn(async move {
             Service::new(core)
-                .serve(listener, &server_token, std::future::pending())
+                .serve(listener, &server_token, None, std::future::pending())
                 .await
         });
         let url = format!("http://{addr}");

@@ -57,6 +57,39 @@ impl TokenArgs {
     }
 }
 
+/// How a client or worker reaches the coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// The coordinator's URL: http://HOST:PORT, or https://HOST:PORT with --tls-ca.
+    #[arg(long)]
+    pub coordinator: String,
+    #[command(flatten)]
+    pub token: TokenArgs,
+    /// PEM file of the certificate authority (or the self-signed certificate) the coordinator's
+    /// TLS certificate must chain to.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    fn ca(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.tls_ca
+            .as_ref()
+            .map(|f| {
+                std::fs::read(f).with_context(|| format!("cannot read the CA file {}", f.display()))
+            })
+            .transpose()
+    }
+
+    fn runs(&self) -> anyhow::Result<Runs> {
+        runs_client(
+            &self.coordinator,
+            &self.token.required()?,
+            self.ca()?.as_deref(),
+        )
+    }
+}
+
 /// A fresh random token (128 bits from the system's generator, hex).
 pub fn generate_token() -> anyhow::Result<String> {
     use std::io::Read;
@@ -77,10 +110,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 type Runs = RunsClient<InterceptedService<Channel, Bearer>>;
 
-pub fn runs_client(url: &str, token: &str) -> anyhow::Result<Runs> {
-    let channel = Channel::from_shared(url.to_string())
-        .with_context(|| format!("bad coordinator URL {url}"))?
-        .connect_lazy();
+pub fn runs_client(url: &str, token: &str, tls_ca: Option<&[u8]>) -> anyhow::Result<Runs> {
+    let channel = tessera_worker::client::endpoint(url, tls_ca)?.connect_lazy();
     Ok(RunsClient::with_interceptor(channel, Bearer::new(token)?))
 }
 
@@ -191,6 +222,13 @@ pub struct CoordinatorArgs {
     /// Backoff before a task's first retry, in milliseconds (doubling, capped at 60 s).
     #[arg(long, default_value_t = 1_000)]
     pub backoff_ms: u64,
+    /// PEM certificate (chain) to serve TLS with (with --tls-key); clients then connect to
+    /// https://... with --tls-ca.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics (queue depth, leases, retries, task durations) at
     /// http://ADDR/metrics.
     #[arg(long)]
@@ -215,6 +253,13 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     let core = Coordinator::open(&args.state, settings)
         .with_context(|| format!("cannot open the state database {}", args.state.display()))?;
     let unfinished = core.unfinished();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read(c).with_context(|| format!("cannot read {}", c.display()))?,
+            std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+        )),
+        _ => None,
+    };
     let rt = runtime()?;
     rt.block_on(async move {
         let (listener, addr) = tessera_coordinator::grpc::bind(args.listen)
@@ -242,7 +287,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             ));
         }
         service
-            .serve(listener, &token, shutdown_signal())
+            .serve(listener, &token, tls, shutdown_signal())
             .await
             .context("the gRPC server failed")
     })
@@ -265,11 +310,8 @@ async fn shutdown_signal() {
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// The coordinator's URL, e.g. http://127.0.0.1:50051.
-    #[arg(long)]
-    pub coordinator: String,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub connect: ConnectArgs,
     /// Tasks run at once (each also runs data-parallel inside).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub slots: u32,
@@ -281,7 +323,7 @@ pub struct WorkerArgs {
 /// `tessera worker`: takes tasks from the coordinator until SIGTERM, SIGINT or SIGUSR1, then
 /// finishes and reports what it holds (drain) and exits.
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let token = args.token.required()?;
+    let token = args.connect.token.required()?;
     let name = args.name.clone().unwrap_or_else(|| {
         format!(
             "{}/{}",
@@ -290,8 +332,9 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         )
     });
     let options = tessera_worker::client::WorkerOptions {
-        coordinator: args.coordinator.clone(),
+        coordinator: args.connect.coordinator.clone(),
         token,
+        tls_ca: args.connect.ca()?,
         slots: args.slots as usize,
         info: tessera_worker::WorkerInfo {
             id: name.clone(),
@@ -315,7 +358,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             eprintln!("stopping: finishing the tasks in hand, taking no more");
             let _ = stop_tx.send(true);
         });
-        eprintln!("worker {name} polling {}", args.coordinator);
+        eprintln!("worker {name} polling {}", args.connect.coordinator);
         tessera_worker::client::serve(options, stop_rx).await
     })?;
     eprintln!(
@@ -354,16 +397,13 @@ pub struct SubmitArgs {
     /// Replace a finished output at the same location (an unfinished one is always resumed).
     #[arg(long)]
     pub overwrite: bool,
-    /// The coordinator's URL, e.g. http://127.0.0.1:50051.
-    #[arg(long)]
-    pub coordinator: String,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub connect: ConnectArgs,
 }
 
 /// `tessera submit`: validates and describes locally, submits, prints the run id last.
 pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let token = args.token.required()?;
+    // The storage is read outside any async runtime (the sync Zarr API runs its own).
     let prepared = prepare(
         &args.workflow,
         &args.on,
@@ -371,8 +411,12 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         args.overwrite,
     )?;
     let rt = runtime()?;
+    // The channel is made inside the runtime (its connector needs the reactor).
+    let mut client = {
+        let _enter = rt.enter();
+        args.connect.runs()?
+    };
     let r = rt.block_on(async {
-        let mut client = runs_client(&args.coordinator, &token)?;
         let r = client
             .submit_run(prepared.request)
             .await
@@ -407,10 +451,8 @@ pub struct StatusArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
-    #[arg(long)]
-    pub coordinator: String,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub connect: ConnectArgs,
 }
 
 fn json_of(r: &v1::RunInfo) -> serde_json::Value {
@@ -422,8 +464,11 @@ fn json_of(r: &v1::RunInfo) -> serde_json::Value {
 
 /// `tessera status RUN [--watch]`.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let token = args.token.required()?;
     let rt = runtime()?;
+    let mut client = {
+        let _enter = rt.enter();
+        args.connect.runs()?
+    };
     let show = |r: &v1::RunInfo| {
         if args.json {
             println!("{}", json_of(r));
@@ -432,7 +477,6 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
     };
     let last = rt.block_on(async {
-        let mut client = runs_client(&args.coordinator, &token)?;
         let request = GetRunRequest {
             run_id: args.run.clone(),
         };
@@ -477,17 +521,18 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {
     pub run: String,
-    #[arg(long)]
-    pub coordinator: String,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub connect: ConnectArgs,
 }
 
 /// `tessera cancel RUN`.
 pub fn cancel(args: CancelArgs) -> anyhow::Result<()> {
-    let token = args.token.required()?;
-    let r = runtime()?.block_on(async {
-        let mut client = runs_client(&args.coordinator, &token)?;
+    let rt = runtime()?;
+    let mut client = {
+        let _enter = rt.enter();
+        args.connect.runs()?
+    };
+    let r = rt.block_on(async {
         let r = client
             .cancel_run(GetRunRequest {
                 run_id: args.run.clone(),
@@ -502,10 +547,8 @@ pub fn cancel(args: CancelArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
-    #[arg(long)]
-    pub coordinator: String,
     #[command(flatten)]
-    pub token: TokenArgs,
+    pub connect: ConnectArgs,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
@@ -513,9 +556,12 @@ pub struct RunsArgs {
 
 /// `tessera runs`: every run the coordinator knows, oldest first.
 pub fn runs(args: RunsArgs) -> anyhow::Result<()> {
-    let token = args.token.required()?;
-    let r = runtime()?.block_on(async {
-        let mut client = runs_client(&args.coordinator, &token)?;
+    let rt = runtime()?;
+    let mut client = {
+        let _enter = rt.enter();
+        args.connect.runs()?
+    };
+    let r = rt.block_on(async {
         let r = client
             .list_runs(v1::ListRunsRequest {})
             .await

@@ -117,6 +117,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Two TLS backends are linked (ring for gRPC, aws-lc for the object stores' HTTPS): say
+    // which one rustls uses, once, before any connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Bench(a) => bench::run(a),
         Command::Denoise(a) => denoise::run(a),

@@ -101,12 +101,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let server_token = token.clone();
         let server = tokio::spawn(async move {
             service
-                .serve(listener, &server_token, async {
+                .serve(listener, &server_token, None, async {
                     let _ = server_stopped.await;
                 })
                 .await
         });
-        let mut client = runs_client(&url, &token)?;
+        let mut client = runs_client(&url, &token, None)?;
         let submitted = client
             .submit_run(prepared.request)
             .await
@@ -134,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 WorkerOptions {
                     coordinator: url.clone(),
                     token: token.clone(),
+                    tls_ca: None,
                     slots: 1,
                     info: WorkerInfo {
                         id: format!("{host}/{pid}/embedded-{i}"),

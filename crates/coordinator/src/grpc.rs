@@ -158,19 +158,28 @@ impl Service {
         })
     }
 
-    /// Serves both services on `listener` until `shutdown` resolves.
+    /// Serves both services on `listener` until `shutdown` resolves; with `tls` (PEM
+    /// certificate chain and key) over TLS.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         token: &str,
+        tls: Option<(Vec<u8>, Vec<u8>)>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
         let auth = Auth::new(token);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = tls {
+            builder = builder.tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(cert, key)),
+            )?;
+        }
         let ticker = self.spawn_ticker(Duration::from_millis(500));
         // No Nagle delay: calls are small and latency-bound.
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let result = tonic::transport::Server::builder()
+        let result = builder
             .add_service(RunsServer::with_interceptor(self.clone(), auth.clone()))
             .add_service(WorkServer::with_interceptor(self, auth))
             .serve_with_incoming_shutdown(incoming, shutdown)

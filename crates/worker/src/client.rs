@@ -30,6 +30,8 @@ pub struct WorkerOptions {
     /// The coordinator's URL (`http://host:port`).
     pub coordinator: String,
     pub token: String,
+    /// PEM of the CA the coordinator's TLS certificate chains to (for an https:// URL).
+    pub tls_ca: Option<Vec<u8>>,
     /// Tasks run at once.
     pub slots: usize,
     /// Its name and tool, for records and the coordinator's log.
@@ -52,11 +54,41 @@ pub struct WorkerSummary {
     pub refused: usize,
 }
 
+/// The coordinator's endpoint: `http://` in the clear, `https://` over TLS trusting `tls_ca`.
+pub fn endpoint(
+    url: &str,
+    tls_ca: Option<&[u8]>,
+) -> Result<tonic::transport::Endpoint, WorkerError> {
+    let bad = |e: &dyn std::fmt::Display| WorkerError::Spec(format!("coordinator URL {url}: {e}"));
+    let mut endpoint = Channel::from_shared(url.to_string())
+        .map_err(|e| bad(&e))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    match (url.starts_with("https://"), tls_ca) {
+        (true, Some(ca)) => {
+            endpoint = endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                )
+                .map_err(|e| bad(&e))?;
+        }
+        (true, None) => {
+            return Err(bad(
+                &"an https:// coordinator needs --tls-ca (the CA its certificate chains to)",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(bad(&"--tls-ca is given: use an https:// URL"));
+        }
+        (false, None) => {}
+    }
+    Ok(endpoint)
+}
+
 /// Connects lazily: the coordinator may not be up yet, or may restart; calls reconnect.
-pub fn connect(url: &str, token: &str) -> Result<Client, WorkerError> {
-    let endpoint = Channel::from_shared(url.to_string())
-        .map_err(|e| WorkerError::Spec(format!("coordinator URL {url}: {e}")))?
-        .connect_timeout(Duration::from_secs(5));
+pub fn connect(url: &str, token: &str, tls_ca: Option<&[u8]>) -> Result<Client, WorkerError> {
+    let endpoint = endpoint(url, tls_ca)?;
     let bearer = Bearer::new(token).map_err(|e| WorkerError::Spec(e.to_string()))?;
     Ok(
         WorkClient::with_interceptor(endpoint.connect_lazy(), bearer)
@@ -97,7 +129,11 @@ pub async fn serve(
     options: WorkerOptions,
     mut stop: watch::Receiver<bool>,
 ) -> Result<WorkerSummary, WorkerError> {
-    let client = connect(&options.coordinator, &options.token)?;
+    let client = connect(
+        &options.coordinator,
+        &options.token,
+        options.tls_ca.as_deref(),
+    )?;
     let name = options.info.id.clone();
     let slots = options.slots.max(1);
     let mut running: JoinSet<Result<Done, WorkerError>> = JoinSet::new();
