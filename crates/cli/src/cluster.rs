@@ -90,6 +90,25 @@ impl ConnectArgs {
     }
 }
 
+/// Runs `f` with a client of the coordinator on a fresh runtime (the channel is made inside
+/// it: its connector needs the reactor).
+fn with_client<T, Fut>(connect: &ConnectArgs, f: impl FnOnce(Runs) -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let rt = runtime()?;
+    let client = {
+        let _enter = rt.enter();
+        connect.runs()?
+    };
+    rt.block_on(f(client))
+}
+
+/// A refusal from the coordinator, as the error to show.
+fn refused(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
 /// A fresh random token (128 bits from the system's generator, hex).
 pub fn generate_token() -> anyhow::Result<String> {
     use std::io::Read;
@@ -410,13 +429,7 @@ pub fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         args.output.clone(),
         args.overwrite,
     )?;
-    let rt = runtime()?;
-    // The channel is made inside the runtime (its connector needs the reactor).
-    let mut client = {
-        let _enter = rt.enter();
-        args.connect.runs()?
-    };
-    let r = rt.block_on(async {
+    let r = with_client(&args.connect, |mut client| async move {
         let r = client
             .submit_run(prepared.request)
             .await
@@ -464,11 +477,6 @@ fn json_of(r: &v1::RunInfo) -> serde_json::Value {
 
 /// `tessera status RUN [--watch]`.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let rt = runtime()?;
-    let mut client = {
-        let _enter = rt.enter();
-        args.connect.runs()?
-    };
     let show = |r: &v1::RunInfo| {
         if args.json {
             println!("{}", json_of(r));
@@ -476,23 +484,19 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             println!("{}", describe(r));
         }
     };
-    let last = rt.block_on(async {
+    let last = with_client(&args.connect, |mut client| async move {
         let request = GetRunRequest {
             run_id: args.run.clone(),
         };
         if !args.watch {
-            let r = client
-                .get_run(request)
-                .await
-                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
-                .into_inner();
+            let r = client.get_run(request).await.map_err(refused)?.into_inner();
             show(&r);
             return anyhow::Ok(None);
         }
         let mut stream = client
             .watch_run(request)
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            .map_err(refused)?
             .into_inner();
         let mut last = None;
         while let Some(r) = stream
@@ -527,18 +531,12 @@ pub struct CancelArgs {
 
 /// `tessera cancel RUN`.
 pub fn cancel(args: CancelArgs) -> anyhow::Result<()> {
-    let rt = runtime()?;
-    let mut client = {
-        let _enter = rt.enter();
-        args.connect.runs()?
-    };
-    let r = rt.block_on(async {
+    let run_id = args.run.clone();
+    let r = with_client(&args.connect, |mut client| async move {
         let r = client
-            .cancel_run(GetRunRequest {
-                run_id: args.run.clone(),
-            })
+            .cancel_run(GetRunRequest { run_id })
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            .map_err(refused)?;
         anyhow::Ok(r.into_inner())
     })?;
     println!("{}", describe(&r));
@@ -556,16 +554,11 @@ pub struct RunsArgs {
 
 /// `tessera runs`: every run the coordinator knows, oldest first.
 pub fn runs(args: RunsArgs) -> anyhow::Result<()> {
-    let rt = runtime()?;
-    let mut client = {
-        let _enter = rt.enter();
-        args.connect.runs()?
-    };
-    let r = rt.block_on(async {
+    let r = with_client(&args.connect, |mut client| async move {
         let r = client
             .list_runs(v1::ListRunsRequest {})
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            .map_err(refused)?;
         anyhow::Ok(r.into_inner())
     })?;
     for run in &r.runs {

@@ -42,6 +42,7 @@ fn status(e: CoordinatorError) -> Status {
         }
         CoordinatorError::Rejected(_) => Status::failed_precondition(e.to_string()),
         CoordinatorError::Sql { .. }
+        | CoordinatorError::Locked { .. }
         | CoordinatorError::Corrupt { .. }
         | CoordinatorError::Scheduler(_) => Status::internal(e.to_string()),
     }

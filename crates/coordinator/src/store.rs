@@ -38,6 +38,8 @@ pub enum CoordinatorError {
     },
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error("state database {path} is locked: {reason}")]
+    Locked { path: String, reason: String },
     #[error("a run with id {0} already exists")]
     Exists(String),
     #[error("no run {0} (see `tessera runs`)")]
@@ -58,6 +60,9 @@ pub enum CoordinatorError {
 pub struct StateStore {
     conn: Connection,
     path: String,
+    /// An exclusive lock on `<path>.lock`, held while the store is open: one coordinator per
+    /// state database (a second one would hand out the same tasks again).
+    _lock: Option<std::fs::File>,
 }
 
 /// A run as reloaded from the database: its replayed state and how many events it has.
@@ -86,6 +91,30 @@ impl StateStore {
             path: p.clone(),
             source,
         };
+        let lock = if p == ":memory:" {
+            None
+        } else {
+            let lock_path = format!("{p}.lock");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| CoordinatorError::Locked {
+                    path: p.clone(),
+                    reason: format!("cannot open {lock_path}: {e}"),
+                })?;
+            file.try_lock().map_err(|e| CoordinatorError::Locked {
+                path: p.clone(),
+                reason: match e {
+                    std::fs::TryLockError::WouldBlock => {
+                        "another coordinator (or tessera run) is using it".to_string()
+                    }
+                    std::fs::TryLockError::Error(e) => format!("cannot lock {lock_path}: {e}"),
+                },
+            })?;
+            Some(file)
+        };
         let conn = Connection::open(path).map_err(sql)?;
         // WAL with full sync: a committed event survives a crash or power loss; readers (the
         // sqlite3 CLI) do not block the coordinator.
@@ -104,7 +133,11 @@ impl StateStore {
                  spec TEXT NOT NULL, PRIMARY KEY (run_id, idx));",
         )
         .map_err(sql)?;
-        Ok(StateStore { conn, path: p })
+        Ok(StateStore {
+            conn,
+            path: p,
+            _lock: lock,
+        })
     }
 
     fn sql(&self, source: rusqlite::Error) -> CoordinatorError {

@@ -681,3 +681,20 @@ fn a_damaged_event_log_is_named() {
         .to_string();
     assert!(e.contains("run r") && e.contains("event 1"), "{e}");
 }
+
+/// Two coordinators on one state database would hand out the same tasks twice: the second is
+/// refused while the first holds it, and may open it once the first is gone.
+#[test]
+fn one_coordinator_per_state_database() {
+    use crate::store::StateStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let first = StateStore::open(&path).unwrap();
+    let e = StateStore::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("locked") && e.contains("another coordinator"),
+        "{e}"
+    );
+    drop(first);
+    assert!(StateStore::open(&path).is_ok());
+}
