@@ -101,7 +101,12 @@ where
         let _enter = rt.enter();
         connect.runs()?
     };
-    rt.block_on(f(client))
+    rt.block_on(f(client)).with_context(|| {
+        format!(
+            "the coordinator at {} (plain http:// or https:// with --tls-ca, as it serves)",
+            connect.coordinator
+        )
+    })
 }
 
 /// A refusal from the coordinator, as the error to show.

@@ -108,8 +108,23 @@ fn return_large_blocks_to_the_system() {}
 
 fn main() -> ExitCode {
     return_large_blocks_to_the_system();
-    default_sigpipe();
     let cli = Cli::parse();
+    // Commands that talk over the network keep SIGPIPE ignored: a peer closing a socket (a TLS
+    // server answering a plain connection, a coordinator going away) must be an error to
+    // handle, not the end of the process. The others end quietly on a closed pipe.
+    if !matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Coordinator(_)
+            | Command::Worker(_)
+            | Command::Submit(_)
+            | Command::Status(_)
+            | Command::Cancel(_)
+            | Command::Runs(_)
+            | Command::Bench(_)
+    ) {
+        default_sigpipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")

@@ -20,9 +20,13 @@
 //! | `demix/merge` | whole | every demix tile; the movie in runs of frames | merged components with refit traces and background; stitched images |
 //! | `qc` | whole | the merge; the movie in runs of frames | acceptance, `qc.json`, regions |
 //! | `deconvolve` | whole | the merge | spikes, denoised calcium, dF/F |
+//! | `publish` | whole | every task's output | the run's `rois/`, `summary/`, `run/` records, and its own record; marks the run complete |
 //!
-//! A task's root attributes list what it `publishes`: the paths a run copies into its final
-//! output (the last task publishing a path wins).
+//! A task's root attributes list what it `publishes`: the paths the publish task copies into the
+//! run's output (the last task in plan order publishing a path wins).
+//!
+//! [`client`] is the worker process's loop around [`execute`]: poll the coordinator over gRPC,
+//! run, extend leases, report.
 
 pub mod client;
 mod components;
@@ -136,10 +140,4 @@ pub(crate) fn committed_result(uri: &str, reused: bool) -> Option<TaskResult> {
         record,
         reused,
     })
-}
-
-/// Whether the task output at `uri` is committed (complete, with its record), and its manifest
-/// digest: a rerun finds committed tasks by key and does not compute them again.
-pub fn committed(uri: &str) -> Option<String> {
-    committed_result(uri, true).map(|r| r.manifest)
 }
