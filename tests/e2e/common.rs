@@ -148,6 +148,19 @@ impl LocalServer {
         ]);
         LocalServer::start(cmd, port, "moto S3 server")
     }
+
+    /// tests/python/flaky_proxy.py in front of `upstream`: every `every`-th request is answered
+    /// `503 Slow Down` instead of being passed on; the number injected is kept in `count_file`.
+    pub fn flaky_proxy(upstream: u16, every: u32, count_file: &Path) -> LocalServer {
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.arg(repo_root().join("tests/python/flaky_proxy.py"))
+            .arg(port.to_string())
+            .arg(upstream.to_string())
+            .arg(every.to_string())
+            .arg(count_file);
+        LocalServer::start(cmd, port, "flaky_proxy.py")
+    }
 }
 
 impl Drop for LocalServer {

@@ -238,4 +238,50 @@ fn recordings_round_trip_through_s3() {
     let (code, _, err) = with_env(&["inspect", "s3://recordings/nothing-here.zarr"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no Zarr v2 or v3 metadata"), "{err}");
+
+    // A chunk larger than a part (5 MiB here) goes up as a multipart upload and reads back whole.
+    let big = [
+        "simulate",
+        "--frames",
+        "400",
+        "--height",
+        "128",
+        "--width",
+        "128",
+        "--seed",
+        "5",
+        "--chunks",
+        "400,128,128",
+        "--out",
+    ];
+    let out = crate::common::tessera()
+        .args(&big)
+        .arg("s3://recordings/big.zarr")
+        .envs(envs)
+        .env("TESSERA_PART_SIZE", (5u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head: serde_json::Value = serde_json::from_str(&python(
+        "s3_head.py",
+        &[&endpoint, "recordings", "big.zarr/movie/c/0/0/0"],
+    ))
+    .unwrap();
+    assert!(head["size"].as_u64().unwrap() > 5 << 20, "{head}");
+    assert!(
+        head["etag"].as_str().unwrap().ends_with("-2"),
+        "not a 2-part upload: {head}"
+    );
+    let local_big = dir.path().join("big.zarr");
+    ok(&[&big[..], &[local_big.to_str().unwrap()]].concat());
+    let (code, json, err) = with_env(&["inspect", "s3://recordings/big.zarr", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let remote: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let local_v: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", local_big.to_str().unwrap(), "--json"])).unwrap();
+    assert_eq!(remote["stats"], local_v["stats"]);
 }

@@ -15,6 +15,7 @@
 mod error;
 mod ingest;
 pub mod manifest;
+pub mod multipart;
 pub mod provenance;
 mod recording;
 mod store;

@@ -30,17 +30,21 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The batch scheduler's ids of this process, where set: Slurm job, array job and task, cluster;
-/// Kubernetes service host, pod name and namespace.
+/// The batch scheduler's ids of this process, where set: Slurm job, array job and task, cluster,
+/// partition and node (`SLURMD_NODENAME`); Kubernetes service host and, from the downward API as
+/// deploy/k8s sets them, pod name, namespace and node (`NODE_NAME`).
 pub fn scheduler_ids() -> serde_json::Map<String, Value> {
     [
         "SLURM_JOB_ID",
         "SLURM_ARRAY_JOB_ID",
         "SLURM_ARRAY_TASK_ID",
         "SLURM_CLUSTER_NAME",
+        "SLURM_JOB_PARTITION",
+        "SLURMD_NODENAME",
         "KUBERNETES_SERVICE_HOST",
         "POD_NAME",
         "POD_NAMESPACE",
+        "NODE_NAME",
     ]
     .iter()
     .filter_map(|k| {

@@ -5,6 +5,13 @@
 //! `object_store` and zarrs' async-to-sync adapter on a private tokio runtime, so callers stay
 //! synchronous. Such calls must not be made from inside an async context: async callers run them in
 //! `spawn_blocking`.
+//!
+//! Object stores take their credentials, region and endpoint from the standard environment
+//! (`AWS_*` for S3 and S3-compatible servers, `GOOGLE_*` for GCS, as `object_store`'s `from_env`
+//! reads them). Every request is retried on transient failures (5xx such as `503 Slow Down`, 429,
+//! 408, refused or reset connections, timeouts of idempotent requests): up to [`RETRIES`] times,
+//! with exponential backoff from 100 ms to 15 s and jitter, within 3 minutes of the first try.
+//! Only then does the error reach the task (which the coordinator retries in turn).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -76,6 +83,7 @@ impl Store {
             Location::S3 { bucket, prefix } => {
                 let s3 = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
+                    .with_retry(retry_config())
                     .build()
                     .map_err(|e| fail(e.to_string()))?;
                 object_store_adapter(Arc::new(s3), prefix).map_err(fail)?
@@ -83,6 +91,7 @@ impl Store {
             Location::Gcs { bucket, prefix } => {
                 let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(bucket)
+                    .with_retry(retry_config())
                     .build()
                     .map_err(|e| fail(e.to_string()))?;
                 object_store_adapter(Arc::new(gcs), prefix).map_err(fail)?
@@ -91,6 +100,7 @@ impl Store {
                 let http = object_store::http::HttpBuilder::new()
                     .with_url(url)
                     .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+                    .with_retry(retry_config())
                     .build()
                     .map_err(|e| fail(e.to_string()))?;
                 object_store_adapter(Arc::new(http), "").map_err(fail)?
@@ -245,10 +255,30 @@ impl Store {
     }
 }
 
+/// Attempts after the first for a request that failed transiently.
+pub const RETRIES: usize = 10;
+
+/// How object-store requests are retried (see the module's documentation).
+fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: RETRIES,
+        retry_timeout: std::time::Duration::from_secs(180),
+    }
+}
+
 fn object_store_adapter(
     store: Arc<dyn ObjectStore>,
     prefix: &str,
 ) -> Result<ReadableWritableListableStorage, String> {
+    let store: Arc<dyn ObjectStore> = Arc::new(crate::multipart::PartedUploads::new(
+        store,
+        crate::multipart::part_size(),
+    ));
     let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
         store
     } else {
