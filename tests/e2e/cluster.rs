@@ -490,3 +490,122 @@ fn tls_with_a_certificate_clients_that_trust_it_connect_others_do_not() {
     assert!(e.contains("--tls-ca"), "{e}");
     kill(&mut coord);
 }
+
+/// A worker told to stop while its coordinator is gone does not wait for it forever: it finishes
+/// the task in hand, retries the report for `--drain-timeout-s`, gives it up and exits 0. The
+/// task's committed output is then reused, not recomputed, once a coordinator is back.
+#[test]
+fn a_stopping_worker_gives_up_a_report_its_coordinator_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    ok(&[
+        "simulate",
+        "--frames",
+        "800",
+        "--height",
+        "96",
+        "--width",
+        "96",
+        "--seed",
+        "3",
+        "--out",
+        &p("sim.zarr"),
+    ]);
+    let state = p("state.db");
+    let (mut coord, url, metrics_url) =
+        coordinator(&state, "127.0.0.1:0", &["--lease-ttl-ms", "2000"]);
+    let mut w = tessera()
+        .args([
+            "worker",
+            "--coordinator",
+            &url,
+            "--token",
+            TOKEN,
+            "--name",
+            "w",
+            "--drain-timeout-s",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(&[
+        "submit",
+        &example("two-photon.yaml"),
+        "--input",
+        &p("sim.zarr"),
+        "--output",
+        &p("out.run"),
+        "--coordinator",
+        &url,
+        "--token",
+        TOKEN,
+    ]);
+    // As soon as the worker holds a lease (a registration of 800 frames: most of a second), the
+    // coordinator dies and the worker is told to stop.
+    wait_for("a lease", Duration::from_secs(60), || {
+        metrics(&metrics_url)
+            .lines()
+            .any(|l| l.starts_with("tessera_leases ") && !l.ends_with(" 0"))
+    });
+    kill(&mut coord);
+    let stopped_at = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &w.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = w.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(60),
+            "the worker waited for its coordinator"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut w.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("1 report(s) given up"), "{err}");
+    // The output it committed is there; a new coordinator on the same state and a new worker
+    // finish the run, reusing it.
+    let out = p("out.run");
+    let first = committed(Path::new(&out));
+    assert_eq!(first.len(), 1, "{first:?}");
+    let record = |k: &str| {
+        std::fs::read(
+            Path::new(&out)
+                .join("tasks")
+                .join(k)
+                .join("provenance/record.json"),
+        )
+        .unwrap()
+    };
+    let before = record(&first[0]);
+    let (mut coord, url, _) = coordinator(&state, "127.0.0.1:0", &["--lease-ttl-ms", "2000"]);
+    let mut w2 = worker(&url, "w2");
+    let runs = ok(&["runs", "--coordinator", &url, "--token", TOKEN, "--json"]);
+    let id = runs
+        .split('"')
+        .find(|s| s.starts_with("run-"))
+        .unwrap()
+        .to_string();
+    let status = run(&[
+        "status",
+        &id,
+        "--watch",
+        "--coordinator",
+        &url,
+        "--token",
+        TOKEN,
+    ]);
+    assert!(status.status.success());
+    assert!(
+        record(&first[0]) == before,
+        "the committed task was computed again"
+    );
+    terminate(&mut w2);
+    kill(&mut coord);
+}

@@ -151,14 +151,21 @@ impl LocalServer {
 
     /// tests/python/flaky_proxy.py in front of `upstream`: every `every`-th request is answered
     /// `503 Slow Down` instead of being passed on; the number injected is kept in `count_file`.
-    pub fn flaky_proxy(upstream: u16, every: u32, count_file: &Path) -> LocalServer {
+    /// With `keys_file`, the access key ids requests were signed with are written there.
+    pub fn flaky_proxy(
+        upstream: u16,
+        every: u32,
+        count_file: &Path,
+        keys_file: Option<&Path>,
+    ) -> LocalServer {
         let port = free_port();
         let mut cmd = Command::new("python3");
         cmd.arg(repo_root().join("tests/python/flaky_proxy.py"))
             .arg(port.to_string())
             .arg(upstream.to_string())
             .arg(every.to_string())
-            .arg(count_file);
+            .arg(count_file)
+            .args(keys_file);
         LocalServer::start(cmd, port, "flaky_proxy.py")
     }
 }

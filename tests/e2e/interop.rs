@@ -255,7 +255,7 @@ fn recordings_round_trip_through_s3() {
         "--out",
     ];
     let out = crate::common::tessera()
-        .args(&big)
+        .args(big)
         .arg("s3://recordings/big.zarr")
         .envs(envs)
         .env("TESSERA_PART_SIZE", (5u64 << 20).to_string())
@@ -284,4 +284,83 @@ fn recordings_round_trip_through_s3() {
     let local_v: serde_json::Value =
         serde_json::from_str(&ok(&["inspect", local_big.to_str().unwrap(), "--json"])).unwrap();
     assert_eq!(remote["stats"], local_v["stats"]);
+}
+
+#[test]
+fn s3_settings_come_from_the_aws_cli_files_when_the_environment_has_none() {
+    let server = LocalServer::moto_s3();
+    let direct = format!("http://127.0.0.1:{}", server.port);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    // Never fails a request (one in a million); records the access key ids it sees.
+    let proxy =
+        LocalServer::flaky_proxy(server.port, 1_000_000, &dir.path().join("n"), Some(&keys));
+    python("s3_bucket.py", &[&direct, "lab"]);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        "[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = x\n\n[imaging]\naws_access_key_id = AKIAIMAGINGLAB\naws_secret_access_key = secret\n",
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[profile imaging]\nregion = us-east-1\nendpoint_url = http://127.0.0.1:{}\ns3 =\n  addressing_style = path\n",
+            proxy.port
+        ),
+    )
+    .unwrap();
+    let with_profile = |profile: &str, args: &[&str]| {
+        let mut cmd = crate::common::tessera();
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(args)
+            .env("HOME", &home)
+            .env("AWS_PROFILE", profile)
+            .env("AWS_ALLOW_HTTP", "true")
+            .output()
+            .unwrap()
+    };
+    let out = with_profile(
+        "imaging",
+        &[
+            "simulate",
+            "--frames",
+            "8",
+            "--height",
+            "16",
+            "--width",
+            "16",
+            "--seed",
+            "1",
+            "--out",
+            "s3://lab/rec.zarr",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = with_profile("imaging", &["inspect", "s3://lab/rec.zarr"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Signed with the profile's key, sent to the profile's endpoint.
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap().trim(),
+        "AKIAIMAGINGLAB"
+    );
+    // A profile that is in neither file is named in the error.
+    let out = with_profile("nobody", &["inspect", "s3://lab/rec.zarr"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AWS_PROFILE=nobody: no such profile"), "{err}");
+    assert!(err.contains(".aws/credentials"), "{err}");
 }

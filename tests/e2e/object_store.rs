@@ -29,7 +29,7 @@ fn a_workflow_runs_from_s3_to_s3_through_transient_errors_with_identical_results
     let direct = format!("http://127.0.0.1:{}", moto.port);
     let count_file = dir.path().join("injected");
     // One request in 40 fails: hundreds of failures over the run, each retried.
-    let proxy = LocalServer::flaky_proxy(moto.port, 40, &count_file);
+    let proxy = LocalServer::flaky_proxy(moto.port, 40, &count_file, None);
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
     python("s3_bucket.py", &[&direct, "lab"]);
 

@@ -342,6 +342,10 @@ pub struct WorkerArgs {
     /// This worker's name in records (default: host/pid).
     #[arg(long)]
     pub name: Option<String>,
+    /// Once stopping, give up a report the coordinator cannot take after this many seconds (the
+    /// task's committed output is reused by whichever worker gets it next).
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout_s: u64,
 }
 
 /// `tessera worker`: takes tasks from the coordinator until SIGTERM, SIGINT or SIGUSR1, then
@@ -365,6 +369,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             tool: crate::provenance::tool(),
         },
         shuffle_seed: None,
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout_s),
     };
     let rt = runtime()?;
     let summary = rt.block_on(async move {
@@ -386,8 +391,8 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         tessera_worker::client::serve(options, stop_rx).await
     })?;
     eprintln!(
-        "worker stopped: {} task(s) run, {} reused, {} failed, {} refused",
-        summary.executed, summary.reused, summary.failed, summary.refused
+        "worker stopped: {} task(s) run, {} reused, {} failed, {} refused, {} report(s) given up",
+        summary.executed, summary.reused, summary.failed, summary.refused, summary.undelivered
     );
     Ok(())
 }

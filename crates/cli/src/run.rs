@@ -141,6 +141,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         tool: crate::provenance::tool(),
                     },
                     shuffle_seed: args.shuffle_seed,
+                    // The coordinator is in this process: it outlives its workers.
+                    drain_timeout: std::time::Duration::from_secs(30),
                 },
                 stop.clone(),
             ));

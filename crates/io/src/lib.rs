@@ -12,6 +12,7 @@
 //! This crate knows nothing of the numerics (`tessera-kernels`): it moves arrays, it does not
 //! compute on them.
 
+mod aws_profile;
 mod error;
 mod ingest;
 pub mod manifest;

@@ -8,7 +8,8 @@
 //!
 //! Object stores take their credentials, region and endpoint from the standard environment
 //! (`AWS_*` for S3 and S3-compatible servers, `GOOGLE_*` for GCS, as `object_store`'s `from_env`
-//! reads them). Every request is retried on transient failures (5xx such as `503 Slow Down`, 429,
+//! reads them), and for S3 also from the AWS CLI's shared files (`~/.aws/credentials`,
+//! `~/.aws/config`, profile `AWS_PROFILE`: [`crate::aws_profile`]). Every request is retried on transient failures (5xx such as `503 Slow Down`, 429,
 //! 408, refused or reset connections, timeouts of idempotent requests): up to [`RETRIES`] times,
 //! with exponential backoff from 100 ms to 15 s and jitter, within 3 minutes of the first try.
 //! Only then does the error reach the task (which the coordinator retries in turn).
@@ -81,7 +82,8 @@ impl Store {
                     .clone()
             }
             Location::S3 { bucket, prefix } => {
-                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                let s3 = crate::aws_profile::apply(object_store::aws::AmazonS3Builder::from_env())
+                    .map_err(fail)?
                     .with_bucket_name(bucket)
                     .with_retry(retry_config())
                     .build()

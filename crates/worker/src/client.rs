@@ -7,7 +7,11 @@
 //! Losing the coordinator (a restart) is not an error: calls are retried with jittered backoff,
 //! and a report waits until it is delivered. On a stop request (SIGTERM/SIGUSR1 from Slurm or
 //! Kubernetes, or the embedded run ending) the worker takes no more work, finishes and reports
-//! the tasks it holds, tells the coordinator it is stopping, and returns.
+//! the tasks it holds, tells the coordinator it is stopping, and returns. While stopping, a report
+//! the coordinator cannot take is given up after `drain_timeout`: the task's output is already
+//! committed under its key, so whichever worker gets the task next reports it reused without
+//! computing it, and a worker drained at walltime does not outlive its allocation waiting for a
+//! coordinator that is gone.
 
 use std::time::Duration;
 
@@ -39,6 +43,8 @@ pub struct WorkerOptions {
     /// Testing: pause before each task (milliseconds drawn from this seed), so tasks finish in
     /// another order.
     pub shuffle_seed: Option<u64>,
+    /// Once stopping, how long an undeliverable report is retried before it is given up.
+    pub drain_timeout: Duration,
 }
 
 /// What a worker did.
@@ -52,6 +58,8 @@ pub struct WorkerSummary {
     pub failed: usize,
     /// Results the coordinator refused (the lease was gone).
     pub refused: usize,
+    /// Reports given up while stopping (the coordinator was unreachable for `drain_timeout`).
+    pub undelivered: usize,
 }
 
 /// The coordinator's endpoint: `http://` in the clear, `https://` over TLS trusting `tls_ca`.
@@ -172,7 +180,7 @@ pub async fn serve(
                 for lease in r.into_inner().leases {
                     let client = client.clone();
                     let options = options.clone();
-                    running.spawn(run_lease(client, options, lease));
+                    running.spawn(run_lease(client, options, lease, stop.clone()));
                 }
             }
             Err(s) if transient(&s) => {
@@ -214,6 +222,7 @@ enum Done {
     Reused,
     Failed,
     Refused,
+    Undelivered,
 }
 
 fn count(
@@ -225,6 +234,7 @@ fn count(
         Done::Reused => summary.reused += 1,
         Done::Failed => summary.failed += 1,
         Done::Refused => summary.refused += 1,
+        Done::Undelivered => summary.undelivered += 1,
     }
     Ok(())
 }
@@ -235,6 +245,7 @@ async fn run_lease(
     client: Client,
     options: WorkerOptions,
     lease: v1::Lease,
+    stop: watch::Receiver<bool>,
 ) -> Result<Done, WorkerError> {
     let lease_ref = v1::LeaseRef {
         protocol_version: PROTOCOL_VERSION,
@@ -321,11 +332,20 @@ async fn run_lease(
         outcome: Some(outcome),
     };
     let salt = lease.token;
+    let mut stopping_since: Option<std::time::Instant> = None;
     for attempt in 0u32.. {
         let mut c = client.clone();
         match c.report(request.clone()).await {
             Ok(_) => return Ok(done),
             Err(s) if transient(&s) => {
+                if *stop.borrow() {
+                    let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= options.drain_timeout {
+                        tracing::warn!(run = %lease.run_id, task = lease.task, error = %s.message(),
+                            "stopping: the coordinator did not take this report in time; leaving it (a committed output is reused by the next worker)");
+                        return Ok(Done::Undelivered);
+                    }
+                }
                 tracing::debug!(error = %s.message(), "report not delivered; retrying");
                 tokio::time::sleep(backoff(attempt, salt)).await;
             }
