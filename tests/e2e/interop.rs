@@ -364,3 +364,69 @@ fn s3_settings_come_from_the_aws_cli_files_when_the_environment_has_none() {
     assert!(err.contains("AWS_PROFILE=nobody: no such profile"), "{err}");
     assert!(err.contains(".aws/credentials"), "{err}");
 }
+
+/// A run's results open with zarr and numpy alone: the documented snippet (docs/FORMATS.md,
+/// tests/python/read_results.py) finds every cell, its footprint, traces and spikes and the
+/// registration's shifts, and reproduces the stored dF/F from footprints, traces and background.
+#[test]
+fn run_results_read_with_zarr_alone_and_their_dff_is_reproduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    ok(&[
+        "simulate",
+        "--frames",
+        "300",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--seed",
+        "3",
+        "--out",
+        &p("sim.zarr"),
+    ]);
+    ok(&[
+        "run",
+        &crate::common::example("two-photon.yaml"),
+        "--input",
+        &p("sim.zarr"),
+        "--output",
+        &p("out.run"),
+        "--tile-size",
+        "32",
+    ]);
+    let got: serde_json::Value =
+        serde_json::from_str(&python("read_results.py", &[&p("out.run")])).unwrap();
+    // The same arrays, read by tessera.
+    let store =
+        tessera_io::Store::open(&tessera_io::Location::parse(&p("out.run")).unwrap()).unwrap();
+    let traces = store.read_array::<f32>("rois/traces").unwrap();
+    let qc: Vec<serde_json::Value> =
+        serde_json::from_slice(&store.get("rois/qc.json").unwrap().unwrap()).unwrap();
+    assert!(traces.shape()[0] >= 3, "{:?}", traces.shape());
+    assert_eq!(got["cells"], traces.shape()[0]);
+    assert_eq!(got["qc_cells"], qc.len());
+    assert_eq!(got["frames"], 300);
+    assert_eq!(got["shift_frames"], 300);
+    let sum: f64 = traces.iter().map(|&v| f64::from(v)).sum();
+    assert!((got["traces_sum"].as_f64().unwrap() - sum).abs() <= 1e-6 * sum.abs().max(1.0));
+    assert!(got["dff_max_abs_error"].as_f64().unwrap() <= 1e-4, "{got}");
+    // The documented snippet is the script's code, line for line.
+    let doc = std::fs::read_to_string(crate::common::repo_root().join("docs/FORMATS.md")).unwrap();
+    let script =
+        std::fs::read_to_string(crate::common::repo_root().join("tests/python/read_results.py"))
+            .unwrap();
+    let snippet = doc
+        .split("<!-- read_results.py -->")
+        .nth(1)
+        .expect("docs/FORMATS.md has the read_results.py snippet");
+    for line in snippet
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("```"))
+    {
+        assert!(
+            script.contains(line),
+            "docs line not in read_results.py: {line}"
+        );
+    }
+}

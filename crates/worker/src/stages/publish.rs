@@ -1,7 +1,8 @@
 //! The run's last task: turns the run's output, where every task committed under
 //! `tasks/<key>/`, into a result. It copies each path a task publishes (`rois/...`,
 //! `summary/...`; the last task in plan order publishing a path wins: QC's acceptance over the
-//! merge's), writes `run/tasks.jsonl` (every task's record), `run/workflow.json` (the normalized
+//! merge's), joins the registration tasks' per-frame shifts into `registration/` (one row per
+//! frame of the whole movie), writes `run/tasks.jsonl` (every task's record), `run/workflow.json` (the normalized
 //! workflow), the root attributes and the run's record and RO-Crate, and marks the output
 //! complete (`Output::finish`, written last).
 
@@ -47,6 +48,7 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
     }
     let mut lines = String::new();
     let mut workers = BTreeSet::new();
+    let mut registrations = Vec::new();
     for (input, s) in spec.inputs.iter().zip(&stores) {
         let bytes = s
             .get("provenance/record.json")?
@@ -56,9 +58,17 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
         if let Some(w) = record["worker"].as_str() {
             workers.insert(w.to_string());
         }
+        if record["task"]["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("register"))
+        {
+            let start = record["task"]["tile"]["core"]["t"]["start"].as_u64();
+            registrations.push((start.unwrap_or(0), input.uri.as_str(), s));
+        }
         lines.push_str(&record.to_string());
         lines.push('\n');
     }
+    let registered = join_registration(&output, registrations)?;
     output.write_group_at("run", Map::new())?;
     output.write_file("run/tasks.jsonl", lines.into_bytes())?;
     let p = &spec.params;
@@ -74,6 +84,8 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
         "tessera".into(),
         json!({"kind": "run", "workflow": name, "workflow_sha256": p.get("workflow_sha256"),
                "input": p.get("input_uri"), "input_digest": p.get("input_digest"),
+               "shape": [spec.movie.shape.t, spec.movie.shape.y, spec.movie.shape.x],
+               "frame_rate_hz": spec.context.frame_rate_hz,
                "stages": p.get("stages"), "tasks": tasks}),
     );
     output.write_group(root)?;
@@ -112,9 +124,75 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
             {"@id": "tasks/", "@type": "Dataset", "name": "every task's output, by content key"},
         ]},
     });
+    let mut record = record;
+    if registered && let Some(parts) = record["ro_crate"]["parts"].as_array_mut() {
+        parts.push(json!({"@id": "registration/", "@type": "Dataset",
+                          "name": "per-frame motion of the whole movie: shifts, peak, clipped; the template"}));
+    }
     output.set_provenance(record)?;
     let location = output.finish()?;
     crate::committed_result(&location.to_string(), false).ok_or_else(|| {
         WorkerError::Spec(format!("{location}: no provenance record after publishing"))
     })
+}
+
+/// Writes `registration/{shifts,peak,clipped}` for the whole movie from the registration tasks'
+/// pieces (each covers its run of frames, in order) and `registration/template` (every task
+/// builds the same one). Nothing (false) for a workflow without registration.
+fn join_registration(
+    output: &Output,
+    mut pieces: Vec<(u64, &str, &Store)>,
+) -> Result<bool, WorkerError> {
+    if pieces.is_empty() {
+        return Ok(false);
+    }
+    pieces.sort_by_key(|p| p.0);
+    let mut shifts: Vec<f32> = Vec::new();
+    let mut peak: Vec<f32> = Vec::new();
+    let mut clipped: Vec<u8> = Vec::new();
+    let mut frames = 0u64;
+    for (start, uri, store) in &pieces {
+        if *start != frames {
+            return Err(WorkerError::Spec(format!(
+                "{uri}: registration starts at frame {start}, expected {frames}"
+            )));
+        }
+        let s = store.read_array::<f32>("registration/shifts")?;
+        let n = s.shape().first().copied().unwrap_or(0);
+        if s.shape() != [n, 2] {
+            return Err(WorkerError::Spec(format!(
+                "{uri}: registration/shifts is {:?}, expected (t, 2)",
+                s.shape()
+            )));
+        }
+        shifts.extend(s.iter());
+        let p = store.read_array::<f32>("registration/peak")?;
+        let c = store.read_array::<u8>("registration/clipped")?;
+        if p.len() != n || c.len() != n {
+            return Err(WorkerError::Spec(format!(
+                "{uri}: registration/peak or clipped does not have {n} frames"
+            )));
+        }
+        peak.extend(p.iter());
+        clipped.extend(c.iter());
+        frames += n as u64;
+    }
+    let t = peak.len();
+    let none = Map::new;
+    let shape_err = |e: ndarray::ShapeError| WorkerError::Internal(e.to_string());
+    output.write_group_at("registration", Map::new())?;
+    let shifts = ndarray::Array2::from_shape_vec((t, 2), shifts).map_err(shape_err)?;
+    output.write_array(
+        "registration/shifts",
+        &shifts.into_dyn(),
+        &["t", "axis"],
+        none(),
+    )?;
+    let peak = ndarray::Array1::from_vec(peak);
+    output.write_array("registration/peak", &peak.into_dyn(), &["t"], none())?;
+    let clipped = ndarray::Array1::from_vec(clipped);
+    output.write_array("registration/clipped", &clipped.into_dyn(), &["t"], none())?;
+    let template = pieces[0].2.read_array::<f32>("registration/template")?;
+    output.write_array("registration/template", &template, &["y", "x"], none())?;
+    Ok(true)
 }
