@@ -28,7 +28,7 @@ use tessera_kernels::extract::{
     detect_within, quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
-use tessera_kernels::traces::component_dff;
+use tessera_kernels::traces::{component_fluorescence, dff};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -382,9 +382,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (k, t) = (comps.len(), shape.t as usize);
     // dF/F: the component's trace plus the background under its footprint (weighted mean).
     let window = ((30.0 * rate).round() as usize).max(1);
-    let dffs: Vec<Vec<f32>> = comps
+    let fs: Vec<Vec<f32>> = comps
         .par_iter()
-        .map(|c| component_dff(c, &bg, window, 8.0))
+        .map(|c| component_fluorescence(c, &bg))
+        .collect::<Result<_, _>>()?;
+    let dffs: Vec<Vec<f32>> = fs
+        .par_iter()
+        .map(|f| dff(f, window, 8.0))
         .collect::<Result<_, _>>()?;
     let width = shape.x as usize;
 
@@ -425,7 +429,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &["cell", "t"],
         none(),
     )?;
-    tessera_worker::write_spike_outputs(&output, t, &dffs, &deconv)?;
+    tessera_worker::write_spike_outputs(&output, t, &fs, &dffs, &deconv)?;
     let accepted = Array1::from_iter(qc.iter().map(|q| u8::from(q.accepted)));
     output.write_array("rois/accepted", &accepted.into_dyn(), &["cell"], none())?;
     let table: Vec<serde_json::Value> = comps

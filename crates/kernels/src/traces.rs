@@ -69,16 +69,11 @@ pub fn dff(f: &[f32], window: usize, q: f64) -> Result<Vec<f32>, KernelError> {
         .collect())
 }
 
-/// dF/F of a demixed component as CaImAn's `detrend_df_f` takes it: `F = c + (a^T B / sum a) f`,
-/// the component's trace plus the background under its footprint (footprint-weighted mean of the
-/// background's spatial factors `B` times its temporal factors `f`), then [`dff`] with a running
-/// `q`-th percentile over `window` frames.
-pub fn component_dff(
-    c: &Component,
-    bg: &Background,
-    window: usize,
-    q: f64,
-) -> Result<Vec<f32>, KernelError> {
+/// A demixed component's fluorescence as CaImAn's `detrend_df_f` takes it:
+/// `F = c + (a^T B / sum a) f`, the component's trace plus the background under its footprint
+/// (the footprint-weighted mean of the background's spatial factors `B` times its temporal
+/// factors `f`).
+pub fn component_fluorescence(c: &Component, bg: &Background) -> Result<Vec<f32>, KernelError> {
     let total: f32 = c.weights.iter().sum();
     let mut f = c.trace.clone();
     if total > 0.0 {
@@ -98,7 +93,18 @@ pub fn component_dff(
             }
         }
     }
-    dff(&f, window, q)
+    Ok(f)
+}
+
+/// dF/F of a demixed component: [`dff`] of its [`component_fluorescence`] with a running `q`-th
+/// percentile over `window` frames.
+pub fn component_dff(
+    c: &Component,
+    bg: &Background,
+    window: usize,
+    q: f64,
+) -> Result<Vec<f32>, KernelError> {
+    dff(&component_fluorescence(c, bg)?, window, q)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use tessera_kernels::extract::{
     quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
-use tessera_kernels::traces::component_dff;
+use tessera_kernels::traces::{component_fluorescence, dff};
 
 use super::{frames_per_run, given, params_over, write_images};
 use crate::{
@@ -457,11 +457,12 @@ pub(super) fn qc(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
     })
 }
 
-/// Writes `rois/dff`, `rois/denoised` and `rois/spikes` ((cell, t) float32); a component whose
-/// deconvolution failed has NaN rows of calcium and spikes.
+/// Writes `rois/fluorescence`, `rois/dff`, `rois/denoised` and `rois/spikes` ((cell, t)
+/// float32); a component whose deconvolution failed has NaN rows of calcium and spikes.
 pub fn write_spike_outputs(
     out: &Output,
     t: usize,
+    fluorescence: &[Vec<f32>],
     dffs: &[Vec<f32>],
     deconv: &[Result<Deconvolved, KernelError>],
 ) -> Result<(), WorkerError> {
@@ -483,6 +484,8 @@ pub fn write_spike_outputs(
     let k = deconv.len();
     let none = serde_json::Map::new;
     let dims = ["cell", "t"];
+    let f = rows(k, t, |i| fluorescence.get(i).map(|v| &v[..]));
+    out.write_array("rois/fluorescence", &f, &dims, none())?;
     let dff = rows(k, t, |i| dffs.get(i).map(|v| &v[..]));
     out.write_array("rois/dff", &dff, &dims, none())?;
     let calcium = rows(k, t, |i| deconv[i].as_ref().ok().map(|d| &d.calcium[..]));
@@ -508,13 +511,17 @@ pub(super) fn deconvolve(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerEr
     // dF/F of the trace plus the background under the footprint (weighted mean), baseline its
     // running 8th percentile over 30 s.
     let window = ((30.0 * rate).round() as usize).max(1);
-    let dffs: Vec<Vec<f32>> = comps
+    let fs: Vec<Vec<f32>> = comps
         .par_iter()
-        .map(|c| component_dff(c, &bg, window, 8.0))
+        .map(|c| component_fluorescence(c, &bg))
+        .collect::<Result<_, _>>()?;
+    let dffs: Vec<Vec<f32>> = fs
+        .par_iter()
+        .map(|f| dff(f, window, 8.0))
         .collect::<Result<_, _>>()?;
     let k = comps.len();
     out.write_group_at("rois", serde_json::Map::new())?;
-    write_spike_outputs(out, t, &dffs, &deconv)?;
+    write_spike_outputs(out, t, &fs, &dffs, &deconv)?;
     let table: Vec<Value> = deconv
         .iter()
         .enumerate()
@@ -533,6 +540,7 @@ pub(super) fn deconvolve(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerEr
         figures: json!({"components": k, "failed": failed, "frame_rate_hz": rate,
                         "order": params.order}),
         publishes: vec![
+            "rois/fluorescence",
             "rois/dff",
             "rois/denoised",
             "rois/spikes",
