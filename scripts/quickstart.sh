@@ -5,6 +5,7 @@
 # (ingest -> extract -> evaluate against the lab's labels). Outputs go to out/quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh   # Debian's libhdf5-dev (the NWB export links it)
 cargo build --release --locked -p tessera-cli
 bin=target/release/tessera
 out=out/quickstart
@@ -26,6 +27,9 @@ echo "== the same pipeline as a workflow: validate it, print its tile plan, run 
 "$bin" run workflows/two-photon.yaml --input "$out/sim.zarr" --output "$out/run" --tile-size 128 --workers 2 --overwrite
 "$bin" evaluate --truth "$out/sim.zarr" --estimate "$out/run"
 "$bin" verify "$out/run"
+echo "== export the run as NWB (for pynwb and DANDI)"
+"$bin" export nwb "$out/run" -o "$out/run.nwb" --overwrite --session-start-time 2026-01-01T09:00:00+00:00 \
+  --subject-id simulated-1 --age P90D --location VISp --indicator GCaMP6s
 nf=../shared/data/neurofinder.01.01
 if [ -d "$nf/images" ]; then
   echo "== real data: neurofinder.01.01 (101 frames, labelled by the Hausser lab)"

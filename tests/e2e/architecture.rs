@@ -117,6 +117,15 @@ fn crate_dependency_rules_hold() {
         "tessera-workflow",
         &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"],
     );
+    // The NWB export reads results through io; it computes nothing and speaks no RPC. Only the
+    // binary links HDF5: workers and the coordinator do not.
+    forbid(
+        "tessera-nwb",
+        &["tessera-kernels", "tessera-worker", "tonic", "prost"],
+    );
+    for krate in ["tessera-worker", "tessera-coordinator", "tessera-io"] {
+        forbid(krate, &["hdf5-metno", "tessera-nwb"]);
+    }
     // The wire contract knows only the core vocabulary.
     forbid(
         "tessera-proto",

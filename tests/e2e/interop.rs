@@ -411,7 +411,10 @@ fn run_results_read_with_zarr_alone_and_their_dff_is_reproduced() {
     let sum: f64 = traces.iter().map(|&v| f64::from(v)).sum();
     assert!((got["traces_sum"].as_f64().unwrap() - sum).abs() <= 1e-6 * sum.abs().max(1.0));
     assert!(got["dff_max_abs_error"].as_f64().unwrap() <= 1e-4, "{got}");
-    assert!(got["fluorescence_max_rel_error"].as_f64().unwrap() <= 1e-4, "{got}");
+    assert!(
+        got["fluorescence_max_rel_error"].as_f64().unwrap() <= 1e-4,
+        "{got}"
+    );
     // The documented snippet is the script's code, line for line.
     let doc = std::fs::read_to_string(crate::common::repo_root().join("docs/FORMATS.md")).unwrap();
     let script =

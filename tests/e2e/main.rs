@@ -13,6 +13,7 @@ mod evaluate;
 mod extract;
 mod ingest;
 mod interop;
+mod nwb;
 mod object_store;
 mod provenance;
 mod register;

@@ -8,6 +8,7 @@ mod bench;
 mod cluster;
 mod denoise;
 mod evaluate;
+mod export;
 mod extract;
 mod ingest;
 mod inspect;
@@ -72,6 +73,8 @@ enum Command {
     Cancel(cluster::CancelArgs),
     /// List the coordinator's runs.
     Runs(cluster::RunsArgs),
+    /// Export a finished run's results to another format (nwb).
+    Export(export::Args),
 }
 
 /// Makes freed working arrays go back to the system at once, so the process's memory follows what
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cluster::status(a),
         Command::Cancel(a) => cluster::cancel(a),
         Command::Runs(a) => cluster::runs(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
