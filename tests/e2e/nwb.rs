@@ -1,5 +1,5 @@
 //! `tessera export nwb`: a finished run as an NWB file that pynwb opens with the same ROIs, pixel
-//! masks, traces, rates and images as the results store, and that nwbinspector (DANDI
+//! masks, traces, rates and images as the results store and the raw movie copied exactly, and that nwbinspector (DANDI
 //! configuration) passes without a critical or best-practice-violation message; a run that is
 //! not complete, or something that is not a run, is refused without writing anything; an
 //! existing file is kept unless `--overwrite`.
@@ -74,10 +74,17 @@ fn a_run_exports_to_nwb_that_pynwb_reads_and_nwbinspector_passes() {
         "--tile-size",
         "32",
     ]);
-    let said = ok(&strs(&export(&p("out.run"), &p("out.nwb"), &[])));
+    let said = ok(&strs(&export(
+        &p("out.run"),
+        &p("out.nwb"),
+        &["--raw", "copy"],
+    )));
     assert!(said.contains("ROIs x 300 frames"), "{said}");
-    let report: serde_json::Value =
-        serde_json::from_str(&python("check_nwb.py", &[&p("out.nwb"), &p("out.run")])).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&python(
+        "check_nwb.py",
+        &[&p("out.nwb"), &p("out.run"), &p("sim.zarr")],
+    ))
+    .unwrap();
     assert!(report["rois"].as_u64().unwrap() >= 3, "{report}");
     assert_eq!(report["frames"], 300);
     assert_eq!(report["subject_id"], "mouse-7");

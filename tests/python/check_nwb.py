@@ -3,7 +3,10 @@ with zarr), and run nwbinspector with the DANDI configuration. Prints a JSON sum
 on any disagreement or on any nwbinspector message at CRITICAL or BEST_PRACTICE_VIOLATION level
 (or a pynwb validation error).
 
-Usage: check_nwb.py FILE.nwb RUN_DIR
+Usage: check_nwb.py FILE.nwb RUN_DIR [RECORDING_DIR]
+
+With RECORDING_DIR (a Zarr group with a `movie` array), the file's TwoPhotonSeries must hold that
+movie exactly.
 """
 import json
 import sys
@@ -14,6 +17,7 @@ from nwbinspector import Importance, inspect_nwbfile, load_config
 from pynwb import NWBHDF5IO
 
 path, run_dir = sys.argv[1:3]
+recording = sys.argv[3] if len(sys.argv) > 3 else None
 run = zarr.open_group(run_dir, mode="r")
 rois = run["rois"]
 problems = []
@@ -56,6 +60,14 @@ with NWBHDF5IO(path, "r") as io:
     for name in ("mean", "correlation", "pnr"):
         same(f"SummaryImages/{name}", ophys["SummaryImages"][name].data[:], run[f"summary/{name}"][:])
     same("RegistrationShifts", ophys["RegistrationShifts"].data[:], run["registration/shifts"][:])
+    if recording is not None:
+        series = nwb.acquisition["TwoPhotonSeries"]
+        movie = zarr.open_group(recording, mode="r")["movie"]
+        raw = series.data[:]
+        if raw.dtype != movie.dtype or not np.array_equal(raw, movie[:]):
+            problems.append(f"TwoPhotonSeries differs from {recording}/movie ({raw.dtype}, {raw.shape})")
+        if series.imaging_plane is not nwb.imaging_planes["ImagingPlane"] or abs(series.rate - rate) > 1e-6:
+            problems.append("TwoPhotonSeries: wrong imaging plane or rate")
     provenance = json.loads(nwb.source_script)
     summary = {
         "rois": k, "frames": int(dff.data.shape[0]), "identifier": nwb.identifier,

@@ -71,6 +71,10 @@ pub struct NwbArgs {
     /// Micrometres per pixel.
     #[arg(long)]
     pub pixel_size: Option<f64>,
+    /// The raw movie: `copy` writes it into the file as /acquisition/TwoPhotonSeries (chunked,
+    /// gzip; as large as the recording), `none` leaves it in the recording the run names.
+    #[arg(long, value_parser = ["none", "copy"], default_value = "none")]
+    pub raw: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -104,6 +108,7 @@ fn nwb(a: NwbArgs) -> anyhow::Result<()> {
         excitation_lambda_nm: a.excitation_lambda,
         emission_lambda_nm: a.emission_lambda,
         pixel_size_um: a.pixel_size,
+        copy_raw: a.raw == "copy",
     };
     let done = tessera_nwb::export(&a.run, &a.output, &session, a.overwrite)?;
     println!(

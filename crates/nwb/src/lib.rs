@@ -35,6 +35,7 @@ use hdf5_metno as hdf5;
 use ndarray::{Array1, Array2, ArrayView, Dimension, Ix2};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tessera_core::{Box3, Dtype};
 use tessera_io::{IoError, Location, Store};
 
 /// The NWB schema version the files follow.
@@ -87,6 +88,8 @@ pub struct Session {
     pub emission_lambda_nm: f64,
     /// Micrometres per pixel, when known.
     pub pixel_size_um: Option<f64>,
+    /// Copy the raw movie into the file as /acquisition/TwoPhotonSeries (chunked, gzip).
+    pub copy_raw: bool,
 }
 
 /// What an export wrote.
@@ -120,6 +123,8 @@ struct Results {
     run_id: String,
     workflow_sha256: String,
     input_digest: String,
+    input: String,
+    input_array: Option<String>,
 }
 
 fn not_exportable(run: &str, reason: impl Into<String>) -> NwbError {
@@ -274,6 +279,8 @@ fn read_results(run: &str) -> Result<Results, NwbError> {
         run_id: text(&record["run_id"]),
         workflow_sha256: text(&meta["workflow_sha256"]),
         input_digest: text(&meta["input_digest"]),
+        input: text(&meta["input"]),
+        input_array: meta["input_array"].as_str().map(str::to_string),
     })
 }
 
@@ -757,6 +764,9 @@ impl Writer {
                 attr_str(&d, "description", &format!("the {name} image"))?;
             }
         }
+        if s.copy_raw {
+            self.raw_movie(file, r, plane_path)?;
+        }
         if let Some(shifts) = &r.shifts {
             let path = format!("{module_path}/RegistrationShifts");
             let g = self.group(&module, "RegistrationShifts", "TimeSeries", &path)?;
@@ -768,6 +778,84 @@ impl Writer {
             attr_str(&g, "comments", "no comments")?;
             self.series_data(&g, shifts, "pixels", r.rate)?;
         }
+        Ok(())
+    }
+
+    /// `/acquisition/TwoPhotonSeries`: the run's input movie copied in runs of frames, in its own
+    /// element type, chunked about 1 MiB and gzip-compressed.
+    fn raw_movie(&self, file: &hdf5::File, r: &Results, plane_path: &str) -> hdf5::Result<()> {
+        let rec = tessera_io::Recording::open(&r.input, r.input_array.as_deref())
+            .map_err(|e| hdf5::Error::from(format!("the run's input {}: {e}", r.input)))?;
+        let shape = rec.shape();
+        let (t, y, x) = (shape.t as usize, shape.y as usize, shape.x as usize);
+        if t != r.frames {
+            return Err(hdf5::Error::from(format!(
+                "the run's input {} has {t} frames, the run {}: it changed since",
+                r.input, r.frames
+            )));
+        }
+        let path = "/acquisition/TwoPhotonSeries";
+        let g = self.group(
+            &file.group("acquisition")?,
+            "TwoPhotonSeries",
+            "TwoPhotonSeries",
+            path,
+        )?;
+        attr_str(
+            &g,
+            "description",
+            &format!("the raw movie, copied from {}", r.input),
+        )?;
+        attr_str(&g, "comments", "no comments")?;
+        g.link_soft(plane_path, "imaging_plane")?;
+        macro_rules! copy {
+            ($ty:ty) => {{
+                let frame = y * x * std::mem::size_of::<$ty>();
+                let per_chunk = ((1usize << 20) / frame.max(1)).clamp(1, t.max(1));
+                let d = g
+                    .new_dataset::<$ty>()
+                    .shape((t, y, x))
+                    .chunk((per_chunk, y, x))
+                    .deflate(4)
+                    .create("data")?;
+                // Runs of about 64 MiB, whole chunks each.
+                let run = ((64usize << 20) / frame.max(1)).max(per_chunk) / per_chunk * per_chunk;
+                let mut t0 = 0usize;
+                while t0 < t {
+                    let t1 = (t0 + run).min(t);
+                    let b = Box3 {
+                        t: t0 as u64..t1 as u64,
+                        y: 0..y as u64,
+                        x: 0..x as u64,
+                    };
+                    let a = rec
+                        .read_box_as::<$ty>(&b)
+                        .map_err(|e| hdf5::Error::from(e.to_string()))?;
+                    d.write_slice(&a, ndarray::s![t0..t1, .., ..])?;
+                    t0 = t1;
+                }
+                d
+            }};
+        }
+        let d = match rec.dtype() {
+            Dtype::Uint8 => copy!(u8),
+            Dtype::Uint16 => copy!(u16),
+            Dtype::Uint32 => copy!(u32),
+            Dtype::Uint64 => copy!(u64),
+            Dtype::Int8 => copy!(i8),
+            Dtype::Int16 => copy!(i16),
+            Dtype::Int32 => copy!(i32),
+            Dtype::Int64 => copy!(i64),
+            Dtype::Float32 => copy!(f32),
+            Dtype::Float64 => copy!(f64),
+        };
+        attr_str(&d, "unit", "n.a.")?;
+        attr_num(&d, "conversion", 1.0f32)?;
+        attr_num(&d, "offset", 0.0f32)?;
+        attr_num(&d, "resolution", -1.0f32)?;
+        let t0 = ds_num(&g, "starting_time", 0.0f64)?;
+        attr_num(&t0, "rate", r.rate as f32)?;
+        attr_str(&t0, "unit", "seconds")?;
         Ok(())
     }
 

@@ -233,6 +233,7 @@ pub fn run_tasks(
     params.insert("workflow_sha256".into(), json!(workflow_sha256));
     params.insert("input".into(), input.described.clone());
     params.insert("input_uri".into(), json!(input.uri));
+    params.insert("input_array".into(), json!(input.array));
     params.insert("input_digest".into(), json!(input.digest));
     params.insert("stages".into(), json!(stages));
     params.insert("memory_per_task_bytes".into(), json!(budget));

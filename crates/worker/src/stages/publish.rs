@@ -83,7 +83,8 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
     root.insert(
         "tessera".into(),
         json!({"kind": "run", "workflow": name, "workflow_sha256": p.get("workflow_sha256"),
-               "input": p.get("input_uri"), "input_digest": p.get("input_digest"),
+               "input": p.get("input_uri"), "input_array": p.get("input_array"),
+               "input_digest": p.get("input_digest"),
                "shape": [spec.movie.shape.t, spec.movie.shape.y, spec.movie.shape.x],
                "frame_rate_hz": spec.context.frame_rate_hz,
                "stages": p.get("stages"), "tasks": tasks}),
