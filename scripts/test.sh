@@ -3,6 +3,6 @@
 # every Rust test in the workspace (unit, property, end-to-end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh   # Debian's libhdf5-dev (the NWB export links it)
+scripts/deps.sh test   # Debian packages: libhdf5-dev (the NWB export links it), chromium (the report test)
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 exec cargo test --workspace --locked "$@"

@@ -199,3 +199,40 @@ pub fn score<'a>(report: &'a serde_json::Value, convention: &str) -> &'a serde_j
         .find(|s| s["convention"] == convention)
         .expect("convention in report")
 }
+
+/// Simulates the small recording several tests share: 300 frames of 64x64 (base preset, seed 3),
+/// in chunks of 100 x 32 x 32.
+pub fn simulate_small(out: &str) {
+    ok(&[
+        "simulate",
+        "--frames",
+        "300",
+        "--height",
+        "64",
+        "--width",
+        "64",
+        "--seed",
+        "3",
+        "--chunks",
+        "100,32,32",
+        "--out",
+        out,
+    ]);
+}
+
+/// `tessera run` of workflows/two-photon.yaml on `input` into `output` in 32-px tiles.
+pub fn run_two_photon(input: &str, output: &str, extra: &[&str]) -> String {
+    let workflow = example("two-photon.yaml");
+    let mut args = vec![
+        "run",
+        &workflow,
+        "--input",
+        input,
+        "--output",
+        output,
+        "--tile-size",
+        "32",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}

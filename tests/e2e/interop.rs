@@ -372,29 +372,8 @@ fn s3_settings_come_from_the_aws_cli_files_when_the_environment_has_none() {
 fn run_results_read_with_zarr_alone_and_their_dff_is_reproduced() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    ok(&[
-        "simulate",
-        "--frames",
-        "300",
-        "--height",
-        "64",
-        "--width",
-        "64",
-        "--seed",
-        "3",
-        "--out",
-        &p("sim.zarr"),
-    ]);
-    ok(&[
-        "run",
-        &crate::common::example("two-photon.yaml"),
-        "--input",
-        &p("sim.zarr"),
-        "--output",
-        &p("out.run"),
-        "--tile-size",
-        "32",
-    ]);
+    crate::common::simulate_small(&p("sim.zarr"));
+    crate::common::run_two_photon(&p("sim.zarr"), &p("out.run"), &[]);
     let got: serde_json::Value =
         serde_json::from_str(&python("read_results.py", &[&p("out.run")])).unwrap();
     // The same arrays, read by tessera.

@@ -17,6 +17,7 @@ mod nwb;
 mod object_store;
 mod provenance;
 mod register;
+mod report;
 mod run;
 mod simulate;
 mod tiles;

@@ -4,7 +4,7 @@
 //! not complete, or something that is not a run, is refused without writing anything; an
 //! existing file is kept unless `--overwrite`.
 
-use crate::common::{example, fails, ok, python};
+use crate::common::{fails, ok, python};
 
 fn export(run: &str, out: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -51,29 +51,8 @@ fn strs(v: &[String]) -> Vec<&str> {
 fn a_run_exports_to_nwb_that_pynwb_reads_and_nwbinspector_passes() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    ok(&[
-        "simulate",
-        "--frames",
-        "300",
-        "--height",
-        "64",
-        "--width",
-        "64",
-        "--seed",
-        "3",
-        "--out",
-        &p("sim.zarr"),
-    ]);
-    ok(&[
-        "run",
-        &example("two-photon.yaml"),
-        "--input",
-        &p("sim.zarr"),
-        "--output",
-        &p("out.run"),
-        "--tile-size",
-        "32",
-    ]);
+    crate::common::simulate_small(&p("sim.zarr"));
+    crate::common::run_two_photon(&p("sim.zarr"), &p("out.run"), &[]);
     let said = ok(&strs(&export(
         &p("out.run"),
         &p("out.nwb"),

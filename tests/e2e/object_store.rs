@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::{LocalServer, example, ok, python, tessera};
+use crate::common::{LocalServer, example, python, tessera};
 
 /// The data objects of a run (as `run::data_digests` keeps them) from `{key: sha256}` of all of
 /// its objects; the root group's metadata is left out (it names the input's location).
@@ -34,39 +34,14 @@ fn a_workflow_runs_from_s3_to_s3_through_transient_errors_with_identical_results
     python("s3_bucket.py", &[&direct, "lab"]);
 
     // A recording made on local disk, copied object for object to the bucket (as `aws s3 sync`).
-    ok(&[
-        "simulate",
-        "--frames",
-        "300",
-        "--height",
-        "64",
-        "--width",
-        "64",
-        "--seed",
-        "3",
-        "--chunks",
-        "100,32,32",
-        "--out",
-        &p("sim.zarr"),
-    ]);
+    crate::common::simulate_small(&p("sim.zarr"));
     python(
         "s3_upload.py",
         &[&direct, "lab", "recordings/sim.zarr", &p("sim.zarr")],
     );
+    let common = ["--workers", "2"];
+    crate::common::run_two_photon(&p("sim.zarr"), &p("local.run"), &common);
     let workflow = example("two-photon.yaml");
-    let common = ["--tile-size", "32", "--workers", "2"];
-    ok(&[
-        &[
-            "run",
-            &workflow,
-            "--input",
-            &p("sim.zarr"),
-            "--output",
-            &p("local.run"),
-        ][..],
-        &common,
-    ]
-    .concat());
 
     let out = tessera()
         .args([
@@ -76,6 +51,8 @@ fn a_workflow_runs_from_s3_to_s3_through_transient_errors_with_identical_results
             "s3://lab/recordings/sim.zarr",
             "--output",
             "s3://lab/results/s3.run",
+            "--tile-size",
+            "32",
         ])
         .args(common)
         .envs([

@@ -15,6 +15,7 @@ mod inspect;
 mod progress;
 mod provenance;
 mod register;
+mod report;
 mod run;
 mod simulate;
 mod summarize;
@@ -75,6 +76,8 @@ enum Command {
     Runs(cluster::RunsArgs),
     /// Export a finished run's results to another format (nwb).
     Export(export::Args),
+    /// Write a finished run's report: one self-contained HTML page with its figures.
+    Report(report::Args),
 }
 
 /// Makes freed working arrays go back to the system at once, so the process's memory follows what
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
         Command::Cancel(a) => cluster::cancel(a),
         Command::Runs(a) => cluster::runs(a),
         Command::Export(a) => export::run(a),
+        Command::Report(a) => report::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

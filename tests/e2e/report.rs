@@ -1,0 +1,45 @@
+//! `tessera report`: one self-contained HTML page whose figures are valid PNGs, which headless
+//! Chromium (Debian's chromium) loads with every image decoded and the ROI count of the results
+//! store shown; incomplete runs are refused; an existing file is kept unless `--overwrite`.
+
+use crate::common::{fails, ok, python};
+
+#[test]
+fn the_report_renders_in_chromium_with_every_image_and_the_stores_roi_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    crate::common::simulate_small(&p("sim.zarr"));
+    crate::common::run_two_photon(&p("sim.zarr"), &p("out.run"), &[]);
+    let said = ok(&["report", &p("out.run"), "-o", &p("report.html")]);
+    assert!(said.contains("5 figures"), "{said}");
+    let report: serde_json::Value = serde_json::from_str(&python(
+        "check_report.py",
+        &[&p("report.html"), &p("screenshot.png")],
+    ))
+    .unwrap();
+    // Mean and correlation images, traces, shifts and QC histograms.
+    assert_eq!(report["images"], 5, "{report}");
+    let store =
+        tessera_io::Store::open(&tessera_io::Location::parse(&p("out.run")).unwrap()).unwrap();
+    let accepted = store.read_array::<u8>("rois/accepted").unwrap();
+    assert!(accepted.len() >= 3);
+    assert_eq!(report["roi_count"], accepted.len());
+    assert_eq!(
+        report["accepted_count"],
+        accepted.iter().filter(|&&a| a == 1).count()
+    );
+    assert!(
+        std::fs::metadata(p("screenshot.png")).unwrap().len() > 10_000,
+        "screenshot too small"
+    );
+
+    // An existing file is kept; a run that is not complete is refused.
+    let e = fails(&["report", &p("out.run"), "-o", &p("report.html")]);
+    assert!(e.contains("give --overwrite"), "{e}");
+    let root = dir.path().join("out.run/zarr.json");
+    let text = std::fs::read_to_string(&root).unwrap();
+    std::fs::write(&root, text.replace("\"complete\"", "\"incomplete\"")).unwrap();
+    let e = fails(&["report", &p("out.run"), "-o", &p("partial.html")]);
+    assert!(e.contains("not complete"), "{e}");
+    assert!(!dir.path().join("partial.html").exists());
+}
