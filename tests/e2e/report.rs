@@ -1,6 +1,7 @@
 //! `tessera report`: one self-contained HTML page whose figures are valid PNGs, which headless
 //! Chromium (Debian's chromium) loads with every image decoded and the ROI count of the results
-//! store shown; incomplete runs are refused; an existing file is kept unless `--overwrite`.
+//! store shown; every run writes one as `run/report.html`; incomplete runs are refused; an
+//! existing file is kept unless `--overwrite`.
 
 use crate::common::{fails, ok, python};
 
@@ -32,6 +33,11 @@ fn the_report_renders_in_chromium_with_every_image_and_the_stores_roi_count() {
         std::fs::metadata(p("screenshot.png")).unwrap().len() > 10_000,
         "screenshot too small"
     );
+    // Every run writes its own report when it publishes, and it passes the same checks.
+    let own: serde_json::Value =
+        serde_json::from_str(&python("check_report.py", &[&p("out.run/run/report.html")])).unwrap();
+    assert_eq!(own["images"], 5, "{own}");
+    assert_eq!(own["roi_count"], accepted.len());
 
     // An existing file is kept; a run that is not complete is refused.
     let e = fails(&["report", &p("out.run"), "-o", &p("report.html")]);

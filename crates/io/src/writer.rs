@@ -408,6 +408,15 @@ impl Output {
         )
     }
 
+    /// Reads back an array this output wrote, before it is finished (readers of the store
+    /// refuse it until then).
+    pub fn read_own_array<T: zarrs::array::ElementOwned>(
+        &self,
+        path: &str,
+    ) -> Result<ndarray::ArrayD<T>, IoError> {
+        self.store().read_array_unchecked(path)
+    }
+
     /// Writes a raw key (a JSON sidecar) relative to the output root.
     pub fn write_file(&self, key: &str, bytes: Vec<u8>) -> Result<(), IoError> {
         self.store.set(key, bytes)

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use ndarray::{Array2, Ix2};
+use ndarray::{Array2, ArrayD, Ix2};
 use serde_json::Value;
-use tessera_io::{IoError, Location, Store};
+use tessera_io::{IoError, Location, Output, Store};
 
 use canvas::{BLUE, CYAN, Canvas, GREEN, GREY, ORANGE, RED, WHITE};
 
@@ -76,10 +76,56 @@ fn img(c: &Canvas, alt: &str) -> String {
     )
 }
 
+/// Where a report reads a run: a finished run's [`Store`], or the [`Output`] the run's publish
+/// task is writing (before it is marked complete).
+pub trait Source {
+    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError>;
+    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError>;
+    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError>;
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError>;
+    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError>;
+}
+
+impl Source for Store {
+    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
+        self.read_array(path)
+    }
+    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
+        self.read_array(path)
+    }
+    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
+        self.read_array(path)
+    }
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
+        Ok(self.get(key)?.map(|b| b.to_vec()))
+    }
+    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
+        Ok(self.attributes("")?.unwrap_or_default())
+    }
+}
+
+impl Source for Output {
+    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
+        self.read_own_array(path)
+    }
+    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
+        self.read_own_array(path)
+    }
+    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
+        self.read_own_array(path)
+    }
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
+        Ok(self.store().get(key)?.map(|b| b.to_vec()))
+    }
+    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
+        Ok(self.store().attributes("")?.unwrap_or_default())
+    }
+}
+
 /// Renders the report of the finished run at `run` (a path or URI).
 pub fn render(run: &str) -> Result<Report, ReportError> {
     let store = Store::open(&Location::parse(run)?)?;
-    let attrs = store.attributes("")?.unwrap_or_default();
+    let attrs = store.root_attributes()?;
     let meta = attrs.get("tessera").cloned().unwrap_or(Value::Null);
     if meta["kind"] != "run" {
         return Err(invalid(run, "not the output of a workflow run"));
@@ -93,6 +139,18 @@ pub fn render(run: &str) -> Result<Report, ReportError> {
             ),
         ));
     }
+    render_from(&store, run, None)
+}
+
+/// Renders the report of the run in `store` (named `run` in messages); `record` is the run's
+/// provenance record when it is not in the store yet (the publish task renders before finishing).
+pub fn render_from<S: Source>(
+    store: &S,
+    run: &str,
+    record: Option<&Value>,
+) -> Result<Report, ReportError> {
+    let attrs = store.root_attributes()?;
+    let meta = attrs.get("tessera").cloned().unwrap_or(Value::Null);
     let dims: Vec<usize> = meta["shape"]
         .as_array()
         .map(|a| {
@@ -108,31 +166,31 @@ pub fn render(run: &str) -> Result<Report, ReportError> {
     let rate = meta["frame_rate_hz"].as_f64().unwrap_or(f64::NAN);
     let table = |path: &str| -> Result<Array2<f32>, ReportError> {
         store
-            .read_array::<f32>(path)?
+            .array_f32(path)?
             .into_dimensionality::<Ix2>()
             .map_err(|_| invalid(run, format!("{path} is not two-dimensional")))
     };
     let cells: Vec<u32> = store
-        .read_array::<u32>("rois/footprints/cell")?
+        .array_u32("rois/footprints/cell")?
         .into_iter()
         .collect();
     let pixels: Vec<u32> = store
-        .read_array::<u32>("rois/footprints/pixel")?
+        .array_u32("rois/footprints/pixel")?
         .into_iter()
         .collect();
     let weights: Vec<f32> = store
-        .read_array::<f32>("rois/footprints/weight")?
+        .array_f32("rois/footprints/weight")?
         .into_iter()
         .collect();
     let dff = table("rois/dff")?;
     let spikes = table("rois/spikes")?;
     let accepted: Vec<bool> = store
-        .read_array::<u8>("rois/accepted")?
+        .array_u8("rois/accepted")?
         .into_iter()
         .map(|a| a != 0)
         .collect();
     let k = accepted.len();
-    let qc_json: Vec<Value> = match store.get("rois/qc.json")? {
+    let qc_json: Vec<Value> = match store.bytes("rois/qc.json")? {
         Some(b) => {
             serde_json::from_slice(&b).map_err(|e| invalid(run, format!("rois/qc.json: {e}")))?
         }
@@ -159,7 +217,7 @@ pub fn render(run: &str) -> Result<Report, ReportError> {
         .collect();
     let n_accepted = accepted.iter().filter(|&&a| a).count();
     let tasks: Vec<Value> = store
-        .get("run/tasks.jsonl")?
+        .bytes("run/tasks.jsonl")?
         .map(|b| {
             String::from_utf8_lossy(&b)
                 .lines()
@@ -167,10 +225,13 @@ pub fn render(run: &str) -> Result<Report, ReportError> {
                 .collect()
         })
         .unwrap_or_default();
-    let record: Value = store
-        .get("provenance/record.json")?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null);
+    let record: Value = match record {
+        Some(r) => r.clone(),
+        None => store
+            .bytes("provenance/record.json")?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null),
+    };
 
     // Masks per ROI, for outlines: the pixels of weight >= 0.2 (peak 1), as in regions.json.
     let mut masks = vec![vec![false; height * width]; k];
@@ -227,7 +288,7 @@ pub fn render(run: &str) -> Result<Report, ReportError> {
             false,
         ),
     ] {
-        if store.get(&format!("summary/{name}/zarr.json"))?.is_some() {
+        if store.bytes(&format!("summary/{name}/zarr.json"))?.is_some() {
             let c = outlined(&table(&format!("summary/{name}"))?, grid);
             let _ = write!(
                 images_html,
@@ -296,7 +357,7 @@ pub fn render(run: &str) -> Result<Report, ReportError> {
 
     // Registration shifts.
     let mut shifts_html = String::new();
-    if store.get("registration/shifts/zarr.json")?.is_some() {
+    if store.bytes("registration/shifts/zarr.json")?.is_some() {
         let s = table("registration/shifts")?;
         let dy: Vec<f32> = s.column(0).to_vec();
         let dx: Vec<f32> = s.column(1).to_vec();

@@ -3,8 +3,8 @@
 //! `summary/...`; the last task in plan order publishing a path wins: QC's acceptance over the
 //! merge's), joins the registration tasks' per-frame shifts into `registration/` (one row per
 //! frame of the whole movie), writes `run/tasks.jsonl` (every task's record), `run/workflow.json` (the normalized
-//! workflow), the root attributes and the run's record and RO-Crate, and marks the output
-//! complete (`Output::finish`, written last).
+//! workflow), the root attributes, the run's report (`run/report.html`, tessera-report) and the
+//! run's record and RO-Crate, and marks the output complete (`Output::finish`, written last).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -129,6 +129,23 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
     if registered && let Some(parts) = record["ro_crate"]["parts"].as_array_mut() {
         parts.push(json!({"@id": "registration/", "@type": "Dataset",
                           "name": "per-frame motion of the whole movie: shifts, peak, clipped; the template"}));
+    }
+    // The run's report (run/report.html: beside the other records of this attempt, outside the
+    // data a rerun must reproduce byte for byte). A report that cannot be drawn does not fail the
+    // run: the record says why.
+    match tessera_report::render_from(&output, &spec.output, Some(&record)) {
+        Ok(report) => {
+            output.write_file("run/report.html", report.html.into_bytes())?;
+            if let Some(parts) = record["ro_crate"]["parts"].as_array_mut() {
+                parts.push(json!({"@id": "run/report.html", "@type": "File",
+                                  "encodingFormat": "text/html",
+                                  "name": "the run's report: figures and summary"}));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the run's report was not written");
+            record["report_error"] = json!(e.to_string());
+        }
     }
     output.set_provenance(record)?;
     let location = output.finish()?;
