@@ -36,7 +36,7 @@ use ndarray::{Array1, Array2, ArrayView, Dimension, Ix2};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tessera_core::{Box3, Dtype};
-use tessera_io::{IoError, Location, Store};
+use tessera_io::{IoError, Location, RunRoot, Store};
 
 /// The NWB schema version the files follow.
 pub const NWB_VERSION: &str = "2.8.0";
@@ -137,44 +137,16 @@ fn not_exportable(run: &str, reason: impl Into<String>) -> NwbError {
 fn read_results(run: &str) -> Result<Results, NwbError> {
     let store = Store::open(&Location::parse(run)?)?;
     let attrs = store.attributes("")?.unwrap_or_default();
-    let meta = attrs.get("tessera").cloned().unwrap_or(Value::Null);
-    if meta["kind"] != "run" {
-        return Err(not_exportable(
-            run,
-            "not the output of a workflow run (`tessera run` or `tessera submit`)",
-        ));
-    }
-    if meta["status"] != "complete" {
-        return Err(not_exportable(
-            run,
-            format!(
-                "the run is not complete (status {}): finish it (run the same command again) before exporting",
-                meta["status"]
-            ),
-        ));
-    }
-    let dims: Vec<usize> = meta["shape"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|v| v as usize)
-                .collect()
-        })
-        .unwrap_or_default();
-    let [frames, height, width] = dims[..] else {
-        return Err(not_exportable(
-            run,
-            "the run's root attributes have no movie shape (written by tessera before 2026-11-29: run it again)",
-        ));
-    };
-    let rate = meta["frame_rate_hz"].as_f64().unwrap_or(0.0);
+    let root = RunRoot::finished(&attrs).map_err(|reason| not_exportable(run, reason))?;
+    let (frames, height, width) = (root.frames, root.height, root.width);
+    let rate = root.frame_rate_hz;
     if !(rate.is_finite() && rate > 0.0) {
         return Err(not_exportable(
             run,
             "no positive frame rate in the run's root attributes",
         ));
     }
+    let meta = root.meta;
     let vec1 = |path: &str| -> Result<Vec<u32>, NwbError> {
         Ok(store.read_array::<u32>(path)?.into_iter().collect())
     };

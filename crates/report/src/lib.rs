@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use ndarray::{Array2, ArrayD, Ix2};
 use serde_json::Value;
-use tessera_io::{IoError, Location, Output, Store};
+use tessera_io::{IoError, Location, Output, RunRoot, Store};
 
 use canvas::{BLUE, CYAN, Canvas, GREEN, GREY, ORANGE, RED, WHITE};
 
@@ -125,20 +125,7 @@ impl Source for Output {
 /// Renders the report of the finished run at `run` (a path or URI).
 pub fn render(run: &str) -> Result<Report, ReportError> {
     let store = Store::open(&Location::parse(run)?)?;
-    let attrs = store.root_attributes()?;
-    let meta = attrs.get("tessera").cloned().unwrap_or(Value::Null);
-    if meta["kind"] != "run" {
-        return Err(invalid(run, "not the output of a workflow run"));
-    }
-    if meta["status"] != "complete" {
-        return Err(invalid(
-            run,
-            format!(
-                "the run is not complete (status {}): finish it first",
-                meta["status"]
-            ),
-        ));
-    }
+    RunRoot::finished(&store.root_attributes()?).map_err(|reason| invalid(run, reason))?;
     render_from(&store, run, None)
 }
 
@@ -149,21 +136,11 @@ pub fn render_from<S: Source>(
     run: &str,
     record: Option<&Value>,
 ) -> Result<Report, ReportError> {
-    let attrs = store.root_attributes()?;
-    let meta = attrs.get("tessera").cloned().unwrap_or(Value::Null);
-    let dims: Vec<usize> = meta["shape"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_u64)
-                .map(|v| v as usize)
-                .collect()
-        })
-        .unwrap_or_default();
-    let [frames, height, width] = dims[..] else {
-        return Err(invalid(run, "no movie shape in the run's root attributes"));
-    };
-    let rate = meta["frame_rate_hz"].as_f64().unwrap_or(f64::NAN);
+    let root = RunRoot::from_attributes(&store.root_attributes()?)
+        .map_err(|reason| invalid(run, reason))?;
+    let (frames, height, width) = (root.frames, root.height, root.width);
+    let rate = root.frame_rate_hz;
+    let meta = root.meta;
     let table = |path: &str| -> Result<Array2<f32>, ReportError> {
         store
             .array_f32(path)?

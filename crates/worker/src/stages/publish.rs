@@ -2,9 +2,10 @@
 //! `tasks/<key>/`, into a result. It copies each path a task publishes (`rois/...`,
 //! `summary/...`; the last task in plan order publishing a path wins: QC's acceptance over the
 //! merge's), joins the registration tasks' per-frame shifts into `registration/` (one row per
-//! frame of the whole movie), writes `run/tasks.jsonl` (every task's record), `run/workflow.json` (the normalized
-//! workflow), the root attributes, the run's report (`run/report.html`, tessera-report) and the
-//! run's record and RO-Crate, and marks the output complete (`Output::finish`, written last).
+//! frame of the whole movie), writes `run/tasks.jsonl` (every task's record),
+//! `run/workflow.json` (the normalized workflow), the root attributes, the run's report
+//! (`run/report.html`, tessera-report) and the run's record and RO-Crate, and marks the output
+//! complete (`Output::finish`, written last).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
