@@ -39,6 +39,49 @@ fn the_report_renders_in_chromium_with_every_image_and_the_stores_roi_count() {
     assert_eq!(own["images"], 5, "{own}");
     assert_eq!(own["roi_count"], accepted.len());
 
+    // With the ground truth: matched, missed and false ROIs drawn, with tessera evaluate's
+    // figures (IoU >= 0.5, Hungarian, detectable cells).
+    let said = ok(&[
+        "report",
+        &p("out.run"),
+        "-o",
+        &p("truth.html"),
+        "--truth",
+        &p("sim.zarr"),
+    ]);
+    assert!(said.contains("6 figures"), "{said}");
+    let html = std::fs::read_to_string(p("truth.html")).unwrap();
+    let shown = |id: &str| -> String {
+        let at = html
+            .find(&format!("id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("no {id}"));
+        html[at..]
+            .split('>')
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let scores = crate::common::evaluate(&p("sim.zarr"), &p("out.run"));
+    let iou = crate::common::score(&scores, "iou50");
+    assert_eq!(shown("matched-count"), iou["true_positives"].to_string());
+    assert_eq!(shown("f1"), format!("{:.3}", iou["f1"].as_f64().unwrap()));
+    let missed: u64 = shown("missed-count").parse().unwrap();
+    let false_rois: u64 = shown("false-count").parse().unwrap();
+    assert_eq!(
+        iou["true_positives"].as_u64().unwrap() + missed,
+        iou["n_truth"].as_u64().unwrap()
+    );
+    assert_eq!(
+        iou["true_positives"].as_u64().unwrap() + false_rois,
+        iou["n_estimate"].as_u64().unwrap()
+    );
+    let checked: serde_json::Value =
+        serde_json::from_str(&python("check_report.py", &[&p("truth.html")])).unwrap();
+    assert_eq!(checked["images"], 6, "{checked}");
+
     // An existing file is kept; a run that is not complete is refused.
     let e = fails(&["report", &p("out.run"), "-o", &p("report.html")]);
     assert!(e.contains("give --overwrite"), "{e}");

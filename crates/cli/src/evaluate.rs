@@ -309,3 +309,53 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The run's accepted ROIs against `truth` for the report's overlay: tessera evaluate's
+/// IoU >= 0.5 Hungarian matching, counting the detectable cells of a simulation (the default
+/// convention). Pixels are drawn where a mask's weight is at least 0.2 of its peak.
+pub(crate) fn overlay(truth_source: &str, run: &str) -> anyhow::Result<tessera_report::Overlay> {
+    let truth = load(truth_source)
+        .with_context(|| format!("failed to load ground truth {truth_source}"))?;
+    let est = load(run).with_context(|| format!("failed to load the run {run}"))?;
+    let ignored: Vec<bool> = match &truth.cells {
+        None => vec![false; truth.masks.len()],
+        Some(cells) => cells
+            .iter()
+            .map(|&(visible, fires)| visible < SCORED_VISIBLE_FRACTION || !fires)
+            .collect(),
+    };
+    let raw = score_iou(&truth.masks, &est.masks, 0.5);
+    let counted = raw.ignoring(&ignored);
+    let mut truth_matched = vec![false; truth.masks.len()];
+    let mut estimate_matched = vec![false; est.masks.len()];
+    let mut estimate_ignored = vec![false; est.masks.len()];
+    for p in &raw.pairs {
+        if ignored.get(p.truth).copied().unwrap_or(false) {
+            estimate_ignored[p.estimate] = true;
+        } else {
+            truth_matched[p.truth] = true;
+            estimate_matched[p.estimate] = true;
+        }
+    }
+    let pixels = |m: &RoiMask| -> Vec<[u32; 2]> {
+        let peak = m.weights.iter().copied().fold(0.0f32, f32::max);
+        m.pixels
+            .iter()
+            .zip(&m.weights)
+            .filter(|&(_, &w)| w >= 0.2 * peak)
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    Ok(tessera_report::Overlay {
+        source: truth_source.to_string(),
+        truth: truth.masks.iter().map(pixels).collect(),
+        truth_matched,
+        truth_ignored: ignored,
+        estimates: est.masks.iter().map(pixels).collect(),
+        estimate_matched,
+        estimate_ignored,
+        recall: counted.recall,
+        precision: counted.precision,
+        f1: counted.f1,
+    })
+}

@@ -1,5 +1,5 @@
-//! `tessera report RUN -o report.html`: the run's results and how it ran, as one self-contained
-//! HTML page (tessera-report).
+//! `tessera report RUN -o report.html [--truth SIM]`: the run's results and how it ran, as one
+//! self-contained HTML page (tessera-report), with ground truth drawn over it when given.
 
 use std::path::PathBuf;
 
@@ -15,6 +15,10 @@ pub struct Args {
     /// Replace an existing file.
     #[arg(long)]
     pub overwrite: bool,
+    /// Ground truth to draw over the mean image (matched, missed and false ROIs, as `tessera
+    /// evaluate` scores them): a neurofinder regions JSON file or a tessera simulation.
+    #[arg(long)]
+    pub truth: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -24,7 +28,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.output.display()
         );
     }
-    let report = tessera_report::render(&a.run)?;
+    let overlay = match &a.truth {
+        Some(t) => Some(crate::evaluate::overlay(t, &a.run)?),
+        None => None,
+    };
+    let report = tessera_report::render(&a.run, overlay.as_ref())?;
     let name = a
         .output
         .file_name()

@@ -18,6 +18,8 @@ pub const BLUE: [u8; 3] = [40, 90, 200];
 pub const ORANGE: [u8; 3] = [240, 150, 30];
 pub const CYAN: [u8; 3] = [60, 200, 230];
 pub const BLACK: [u8; 3] = [20, 20, 20];
+pub const YELLOW: [u8; 3] = [250, 220, 40];
+pub const MAGENTA: [u8; 3] = [230, 50, 220];
 
 impl Canvas {
     pub fn new(width: usize, height: usize, background: [u8; 3]) -> Canvas {

@@ -3,6 +3,8 @@
 //!
 //! - the mean and correlation images with every ROI outlined (green: accepted by QC, red:
 //!   rejected) and the spatial tiles of the detection stage drawn over the mean image;
+//! - given an [`Overlay`] (scored by the caller), the ground truth over the mean image: matched
+//!   ROIs, missed truth and false ROIs, with the counts and F1;
 //! - dF/F of the accepted ROIs with the highest SNR, with the spikes OASIS inferred;
 //! - the registration's shifts over time;
 //! - histograms of the QC measures (SNR, spatial r-value, size);
@@ -23,7 +25,7 @@ use ndarray::{Array2, ArrayD, Ix2};
 use serde_json::Value;
 use tessera_io::{IoError, Location, Output, RunRoot, Store};
 
-use canvas::{BLUE, CYAN, Canvas, GREEN, GREY, ORANGE, RED, WHITE};
+use canvas::{BLUE, CYAN, Canvas, GREEN, GREY, MAGENTA, ORANGE, RED, WHITE, YELLOW};
 
 /// What can go wrong making a report.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,28 @@ pub struct Report {
     pub rois: usize,
     pub accepted: usize,
     pub figures: usize,
+}
+
+/// Ground truth drawn over the mean image: what matched, what was missed, what is false. The
+/// caller scores (tessera evaluate's IoU >= 0.5 Hungarian convention); the report only draws.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay {
+    /// Where the truth came from, for the caption.
+    pub source: String,
+    /// Each truth ROI's pixels as (row, col).
+    pub truth: Vec<Vec<[u32; 2]>>,
+    /// Per truth ROI: matched by an estimate.
+    pub truth_matched: Vec<bool>,
+    /// Per truth ROI: "don't care" (not counted: mostly outside the field, or silent).
+    pub truth_ignored: Vec<bool>,
+    /// Each scored estimate's pixels (the run's accepted ROIs).
+    pub estimates: Vec<Vec<[u32; 2]>>,
+    /// Per estimate: matched to a counted truth ROI, or to a "don't care" one.
+    pub estimate_matched: Vec<bool>,
+    pub estimate_ignored: Vec<bool>,
+    pub recall: f64,
+    pub precision: f64,
+    pub f1: f64,
 }
 
 struct Qc {
@@ -122,11 +146,12 @@ impl Source for Output {
     }
 }
 
-/// Renders the report of the finished run at `run` (a path or URI).
-pub fn render(run: &str) -> Result<Report, ReportError> {
+/// Renders the report of the finished run at `run` (a path or URI), with ground truth drawn over
+/// it when `overlay` is given.
+pub fn render(run: &str, overlay: Option<&Overlay>) -> Result<Report, ReportError> {
     let store = Store::open(&Location::parse(run)?)?;
     RunRoot::finished(&store.root_attributes()?).map_err(|reason| invalid(run, reason))?;
-    render_from(&store, run, None)
+    render_from(&store, run, None, overlay)
 }
 
 /// Renders the report of the run in `store` (named `run` in messages); `record` is the run's
@@ -135,6 +160,7 @@ pub fn render_from<S: Source>(
     store: &S,
     run: &str,
     record: Option<&Value>,
+    overlay: Option<&Overlay>,
 ) -> Result<Report, ReportError> {
     let root = RunRoot::from_attributes(&store.root_attributes()?)
         .map_err(|reason| invalid(run, reason))?;
@@ -275,6 +301,71 @@ pub fn render_from<S: Source>(
             );
             figures.push(name);
         }
+    }
+
+    // Ground truth over the mean image.
+    let mut truth_html = String::new();
+    if let Some(o) = overlay
+        && store.bytes("summary/mean/zarr.json")?.is_some()
+    {
+        let mut c = Canvas::from_image(&table("summary/mean")?, scale);
+        let mut draw = |pixels: &[[u32; 2]], colour| {
+            let mut mask = vec![false; height * width];
+            for &[r, col] in pixels {
+                if (r as usize) < height && (col as usize) < width {
+                    mask[r as usize * width + col as usize] = true;
+                }
+            }
+            c.outline(&mask, width, height, scale, colour);
+        };
+        let count = |v: &[bool], want: bool| v.iter().filter(|&&b| b == want).count();
+        for (i, t) in o.truth.iter().enumerate() {
+            let ignored = o.truth_ignored.get(i).copied().unwrap_or(false);
+            let matched = o.truth_matched.get(i).copied().unwrap_or(false);
+            if !ignored && !matched {
+                draw(t, YELLOW);
+            }
+        }
+        for (j, e) in o.estimates.iter().enumerate() {
+            if o.estimate_ignored.get(j).copied().unwrap_or(false) {
+                continue;
+            }
+            let matched = o.estimate_matched.get(j).copied().unwrap_or(false);
+            draw(e, if matched { GREEN } else { MAGENTA });
+        }
+        let missed = o
+            .truth
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                !o.truth_ignored.get(*i).copied().unwrap_or(false)
+                    && !o.truth_matched.get(*i).copied().unwrap_or(false)
+            })
+            .count();
+        let matched = count(&o.truth_matched, true);
+        let false_positives = o
+            .estimate_matched
+            .iter()
+            .zip(&o.estimate_ignored)
+            .filter(|(m, i)| !**m && !**i)
+            .count();
+        let caption = format!(
+            "Against the ground truth of {}: matched ROIs (green), missed truth (yellow), false ROIs (magenta); IoU >= 0.5, Hungarian; cells that do not count are not drawn",
+            o.source
+        );
+        let _ = write!(
+            truth_html,
+            "<p>Against the ground truth: <span id=\"matched-count\">{matched}</span> matched, \
+             <span id=\"missed-count\">{missed}</span> missed, \
+             <span id=\"false-count\">{false_positives}</span> false; recall {:.3}, precision {:.3}, \
+             F1 <span id=\"f1\">{:.3}</span>.</p><figure>{}<figcaption>{}</figcaption></figure>",
+            o.recall,
+            o.precision,
+            o.f1,
+            img(&c, &caption),
+            esc(&caption)
+        );
+        figures.push("truth");
     }
 
     // Traces: the accepted ROIs with the highest SNR.
@@ -473,7 +564,7 @@ pub fn render_from<S: Source>(
          <tr><th>started / finished</th><td>{started} / {finished}</td></tr>\
          <tr><th>tasks</th><td>{ntasks} ({executed} computed, {recovered} recovered from earlier attempts), {retries} retries, {nworkers} worker(s)</td></tr>\
          </table>\
-         <h2>Cells</h2>{images_html}\
+         <h2>Cells</h2>{images_html}{truth_html}\
          <h2>Activity</h2>{traces_html}\
          <h2>Motion</h2>{shifts}\
          <h2>Quality control</h2>{qc_html}\

@@ -134,7 +134,7 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
     // The run's report (run/report.html: beside the other records of this attempt, outside the
     // data a rerun must reproduce byte for byte). A report that cannot be drawn does not fail the
     // run: the record says why.
-    match tessera_report::render_from(&output, &spec.output, Some(&record)) {
+    match tessera_report::render_from(&output, &spec.output, Some(&record), None) {
         Ok(report) => {
             output.write_file("run/report.html", report.html.into_bytes())?;
             if let Some(parts) = record["ro_crate"]["parts"].as_array_mut() {
