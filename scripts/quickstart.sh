@@ -29,7 +29,7 @@ echo "== the same pipeline as a workflow: validate it, print its tile plan, run 
 "$bin" verify "$out/run"
 echo "== export the run as NWB (for pynwb and DANDI)"
 "$bin" export nwb "$out/run" -o "$out/run.nwb" --overwrite --session-start-time 2026-01-01T09:00:00+00:00 \
-  --subject-id simulated-1 --age P90D --location VISp --indicator GCaMP6s
+  --subject-id simulated-1 --species "Mus musculus" --age P90D --location VISp --indicator GCaMP6s
 nf=../shared/data/neurofinder.01.01
 if [ -d "$nf/images" ]; then
   echo "== real data: neurofinder.01.01 (101 frames, labelled by the Hausser lab)"

@@ -85,6 +85,22 @@ fn a_run_exports_to_nwb_that_pynwb_reads_and_nwbinspector_passes() {
         &["--overwrite"],
     )));
 
+    // A subject needs its species (no default: a wrong one would mislabel the data on DANDI).
+    let e = fails(&[
+        "export",
+        "nwb",
+        &p("out.run"),
+        "-o",
+        &p("nospecies.nwb"),
+        "--session-start-time",
+        "2026-03-01T10:15:00+01:00",
+        "--subject-id",
+        "m1",
+        "--age",
+        "P90D",
+    ]);
+    assert!(e.contains("give --species"), "{e}");
+
     // Something that is not a run, and a run that is not complete, are refused; nothing is written.
     let e = fails(&strs(&export(&p("sim.zarr"), &p("sim.nwb"), &[])));
     assert!(e.contains("not the output of a workflow run"), "{e}");

@@ -47,8 +47,9 @@ pub struct NwbArgs {
     /// The subject's id; with --species, --sex and --age, writes /general/subject (DANDI needs it).
     #[arg(long)]
     pub subject_id: Option<String>,
-    #[arg(long, default_value = "Mus musculus")]
-    pub species: String,
+    /// Latin binomial (Mus musculus) or NCBI taxonomy URI; required with --subject-id.
+    #[arg(long)]
+    pub species: Option<String>,
     /// M, F, U (unknown) or O (other).
     #[arg(long, default_value = "U")]
     pub sex: String,
@@ -87,7 +88,9 @@ fn nwb(a: NwbArgs) -> anyhow::Result<()> {
     let subject = match (&a.subject_id, &a.age) {
         (Some(id), Some(age)) => Some(Subject {
             subject_id: id.clone(),
-            species: a.species.clone(),
+            species: a.species.clone().ok_or_else(|| {
+                anyhow::anyhow!("give --species with --subject-id (e.g. \"Mus musculus\")")
+            })?,
             sex: a.sex.clone(),
             age: age.clone(),
         }),

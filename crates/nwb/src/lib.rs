@@ -266,6 +266,13 @@ pub fn export(
     if out.exists() && !overwrite {
         return Err(NwbError::Exists(out.to_path_buf()));
     }
+    if session.device.is_empty() || session.device.contains('/') || session.device.starts_with('.')
+    {
+        return Err(NwbError::Invalid(format!(
+            "device name {:?}: give a name without '/' that does not start with '.'",
+            session.device
+        )));
+    }
     if session.start_time.trim().is_empty() {
         return Err(NwbError::Invalid(
             "the session's start time is required (ISO 8601 with a UTC offset, e.g. 2026-03-01T10:15:00+01:00)".into(),
@@ -922,9 +929,19 @@ mod tests {
     fn a_missing_start_time_and_an_existing_file_are_refused_before_reading() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("x.nwb");
-        let e = export("/nonexistent.run", &out, &Session::default(), false)
-            .expect_err("no start time");
+        let session = Session {
+            device: "Microscope".into(),
+            ..Session::default()
+        };
+        let e = export("/nonexistent.run", &out, &session, false).expect_err("no start time");
         assert!(e.to_string().contains("start time is required"), "{e}");
+        let bad = Session {
+            device: "../scope".into(),
+            start_time: "2026-03-01T10:15:00+01:00".into(),
+            ..Session::default()
+        };
+        let e = export("/nonexistent.run", &out, &bad, false).expect_err("bad device");
+        assert!(e.to_string().contains("device name"), "{e}");
         std::fs::write(&out, b"keep").expect("write");
         let e = export("/nonexistent.run", &out, &Session::default(), false).expect_err("exists");
         assert!(e.to_string().contains("give --overwrite"), "{e}");
