@@ -117,13 +117,14 @@ fn crate_dependency_rules_hold() {
         "tessera-workflow",
         &["tokio", "tonic", "zarrs", "tessera-kernels", "tessera-io"],
     );
-    // The NWB export reads results through io; it computes nothing and speaks no RPC. Only the
-    // binary links HDF5: workers and the coordinator do not.
+    // The NWB export reads results through io; it computes nothing and speaks no RPC. HDF5 is
+    // linked by the export and by the worker, whose publish task writes a workflow's
+    // `outputs.nwb`; never by the coordinator (it touches no data) or io.
     forbid(
         "tessera-nwb",
         &["tessera-kernels", "tessera-worker", "tonic", "prost"],
     );
-    for krate in ["tessera-worker", "tessera-coordinator", "tessera-io"] {
+    for krate in ["tessera-coordinator", "tessera-io", "tessera-workflow"] {
         forbid(krate, &["hdf5-metno", "tessera-nwb"]);
     }
     forbid("tessera-coordinator", &["tessera-report"]);

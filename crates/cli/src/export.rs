@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Subcommand};
-use tessera_nwb::{Session, Subject};
+use tessera_core::session as defaults;
+use tessera_nwb::{RawData, Session, Subject};
 
 #[derive(Debug, ClapArgs)]
 pub struct Args {
@@ -32,7 +33,7 @@ pub struct NwbArgs {
     /// When the session started: ISO 8601 with a UTC offset (2026-03-01T10:15:00+01:00).
     #[arg(long)]
     pub session_start_time: String,
-    #[arg(long, default_value = "calcium imaging session analysed by tessera")]
+    #[arg(long, default_value = defaults::DEFAULT_DESCRIPTION)]
     pub session_description: String,
     /// The file's identifier (default: derived from the run's input and workflow).
     #[arg(long)]
@@ -56,18 +57,18 @@ pub struct NwbArgs {
     /// ISO 8601 duration, e.g. P90D.
     #[arg(long)]
     pub age: Option<String>,
-    #[arg(long, default_value = "Microscope")]
+    #[arg(long, default_value = defaults::DEFAULT_DEVICE)]
     pub device: String,
-    #[arg(long, default_value = "GCaMP6f")]
+    #[arg(long, default_value = defaults::DEFAULT_INDICATOR)]
     pub indicator: String,
     /// Brain region imaged.
-    #[arg(long, default_value = "unknown")]
+    #[arg(long, default_value = defaults::DEFAULT_LOCATION)]
     pub location: String,
     /// Nanometres.
-    #[arg(long, default_value_t = 920.0)]
+    #[arg(long, default_value_t = defaults::DEFAULT_EXCITATION_NM)]
     pub excitation_lambda: f64,
     /// Nanometres.
-    #[arg(long, default_value_t = 510.0)]
+    #[arg(long, default_value_t = defaults::DEFAULT_EMISSION_NM)]
     pub emission_lambda: f64,
     /// Micrometres per pixel.
     #[arg(long)]
@@ -98,8 +99,8 @@ fn nwb(a: NwbArgs) -> anyhow::Result<()> {
         _ => anyhow::bail!("give --subject-id and --age together (with --species and --sex)"),
     };
     let session = Session {
-        description: a.session_description,
-        start_time: a.session_start_time,
+        session_description: a.session_description,
+        session_start_time: a.session_start_time,
         identifier: a.identifier,
         experimenter: a.experimenter,
         lab: a.lab,
@@ -111,7 +112,11 @@ fn nwb(a: NwbArgs) -> anyhow::Result<()> {
         excitation_lambda_nm: a.excitation_lambda,
         emission_lambda_nm: a.emission_lambda,
         pixel_size_um: a.pixel_size,
-        copy_raw: a.raw == "copy",
+        raw: if a.raw == "copy" {
+            RawData::Copy
+        } else {
+            RawData::None
+        },
     };
     let done = tessera_nwb::export(&a.run, &a.output, &session, a.overwrite)?;
     println!(

@@ -2,7 +2,7 @@
 //!
 //! Recording geometry ([`Shape3`], [`Box3`]), element types ([`Dtype`]), the metadata a recording
 //! carries ([`RecordingMeta`]), ground-truth region types ([`Region`]) and the tile planner
-//! ([`tiling::plan_tiles`]). This crate does no I/O and
+//! ([`tiling::plan_tiles`]), and the session metadata an NWB file records ([`session::Session`]). This crate does no I/O and
 //! knows nothing of async, storage or transport: every other crate may depend on it.
 
 mod dtype;
@@ -10,6 +10,7 @@ mod error;
 mod geometry;
 mod meta;
 mod region;
+pub mod session;
 pub mod task;
 pub mod tiling;
 

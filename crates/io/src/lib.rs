@@ -30,7 +30,7 @@ pub use ingest::{IngestOptions, IngestReport, ingest_tiff};
 pub use manifest::{Difference, FileDigest, Manifest};
 pub use provenance::{Verification, verify};
 pub use recording::{DEFAULT_ARRAY_PATHS, Recording};
-pub use run_root::RunRoot;
+pub use run_root::{RunRoot, RunSource};
 pub use store::Store;
 pub use tiff_source::{FrameIter, TiffSource};
 pub use uri::Location;

@@ -2,7 +2,10 @@
 //! publish task writes them: what readers of a run (NWB export, report) need to know before they
 //! read its arrays.
 
+use ndarray::ArrayD;
 use serde_json::{Map, Value};
+
+use crate::{IoError, Output, Store};
 
 /// A run's root attributes, checked.
 #[derive(Debug, Clone)]
@@ -62,6 +65,52 @@ impl RunRoot {
             ));
         }
         Ok(root)
+    }
+}
+
+/// Where readers of a run (the report, the NWB export) read it: a finished run's [`Store`], or the [`Output`] the run's publish
+/// task is writing (before it is marked complete).
+pub trait RunSource {
+    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError>;
+    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError>;
+    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError>;
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError>;
+    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError>;
+}
+
+impl RunSource for Store {
+    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
+        self.read_array(path)
+    }
+    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
+        self.read_array(path)
+    }
+    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
+        self.read_array(path)
+    }
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
+        Ok(self.get(key)?.map(|b| b.to_vec()))
+    }
+    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
+        Ok(self.attributes("")?.unwrap_or_default())
+    }
+}
+
+impl RunSource for Output {
+    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
+        self.read_own_array(path)
+    }
+    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
+        self.read_own_array(path)
+    }
+    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
+        self.read_own_array(path)
+    }
+    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
+        Ok(self.store().get(key)?.map(|b| b.to_vec()))
+    }
+    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
+        Ok(self.store().attributes("")?.unwrap_or_default())
     }
 }
 

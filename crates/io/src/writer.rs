@@ -8,7 +8,7 @@
 //!   `"status": "incomplete"` until `finish` rewrites it as `"complete"`, and
 //!   [`crate::Recording::open`] refuses incomplete arrays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ndarray::{Array3, ArrayD, ArrayView3, Axis, concatenate};
@@ -420,6 +420,56 @@ impl Output {
     /// Writes a raw key (a JSON sidecar) relative to the output root.
     pub fn write_file(&self, key: &str, bytes: Vec<u8>) -> Result<(), IoError> {
         self.store.set(key, bytes)
+    }
+
+    /// Where a file for `key` can be written on local disk: inside the output itself when it is
+    /// a folder (its staging folder while it has one), else a scratch folder; pass the path to
+    /// [`Output::put_file`] when the file is written.
+    pub fn local_path(&self, key: &str) -> Result<PathBuf, IoError> {
+        let key = key.trim_start_matches('/');
+        if key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(IoError::Invalid(format!(
+                "{key:?}: not a key inside the output"
+            )));
+        }
+        let dir = match (&self.staging, &self.target) {
+            (Some((staging, _)), _) => staging.clone(),
+            (None, Location::File(path)) => path.clone(),
+            (None, _) => std::env::temp_dir().join(format!("tessera-{}", std::process::id())),
+        };
+        let path = dir.join(key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| IoError::File {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(path)
+    }
+
+    /// Stores the local file at `path` (from [`Output::local_path`]) as `key`: already in place
+    /// for a folder output; uploaded and removed for an object store (read whole: the object
+    /// store's client splits writes over 16 MiB into a multipart upload).
+    pub fn put_file(&self, key: &str, path: &Path) -> Result<(), IoError> {
+        let file_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IoError::File { path, source }
+        };
+        if matches!(self.target, Location::File(_)) {
+            let at = self.local_path(key)?;
+            if at != path {
+                std::fs::copy(path, &at).map_err(file_err(&at))?;
+                std::fs::remove_file(path).map_err(file_err(path))?;
+            }
+            return Ok(());
+        }
+        let bytes = std::fs::read(path).map_err(file_err(path))?;
+        self.store.set(key.trim_start_matches('/'), bytes)?;
+        let _ = std::fs::remove_file(path);
+        Ok(())
     }
 
     /// Sets the provenance record (how the output was made: tool, command, inputs with their

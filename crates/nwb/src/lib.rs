@@ -36,7 +36,7 @@ use ndarray::{Array1, Array2, ArrayView, Dimension, Ix2};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tessera_core::{Box3, Dtype};
-use tessera_io::{IoError, Location, RunRoot, Store};
+use tessera_io::{IoError, Location, RunRoot, RunSource, Store};
 
 /// The NWB schema version the files follow.
 pub const NWB_VERSION: &str = "2.8.0";
@@ -56,41 +56,7 @@ pub enum NwbError {
     Invalid(String),
 }
 
-/// The subject of the session (DANDI requires id, species, sex and age).
-#[derive(Debug, Clone, Default)]
-pub struct Subject {
-    pub subject_id: String,
-    /// Latin binomial or NCBI taxonomy URI, e.g. `Mus musculus`.
-    pub species: String,
-    /// `M`, `F`, `U` or `O`.
-    pub sex: String,
-    /// ISO 8601 duration, e.g. `P90D`.
-    pub age: String,
-}
-
-/// Session metadata the results do not hold.
-#[derive(Debug, Clone, Default)]
-pub struct Session {
-    pub description: String,
-    /// ISO 8601 with a UTC offset, e.g. `2026-03-01T10:15:00+01:00`.
-    pub start_time: String,
-    /// Default: derived from the run's input digest and workflow hash.
-    pub identifier: Option<String>,
-    pub experimenter: Vec<String>,
-    pub lab: Option<String>,
-    pub institution: Option<String>,
-    pub subject: Option<Subject>,
-    pub device: String,
-    pub indicator: String,
-    /// Brain region, e.g. `VISp`.
-    pub location: String,
-    pub excitation_lambda_nm: f64,
-    pub emission_lambda_nm: f64,
-    /// Micrometres per pixel, when known.
-    pub pixel_size_um: Option<f64>,
-    /// Copy the raw movie into the file as /acquisition/TwoPhotonSeries (chunked, gzip).
-    pub copy_raw: bool,
-}
+pub use tessera_core::session::{RawData, Session, Subject};
 
 /// What an export wrote.
 #[derive(Debug, Clone)]
@@ -134,10 +100,20 @@ fn not_exportable(run: &str, reason: impl Into<String>) -> NwbError {
     }
 }
 
-fn read_results(run: &str) -> Result<Results, NwbError> {
-    let store = Store::open(&Location::parse(run)?)?;
-    let attrs = store.attributes("")?.unwrap_or_default();
-    let root = RunRoot::finished(&attrs).map_err(|reason| not_exportable(run, reason))?;
+/// Reads the run's results from `store` (named `run` in messages). With `record` (the run's
+/// provenance record, given by the publish task before it marks the run complete) the run need not
+/// be complete yet; without it, it must be.
+fn read_results<S: RunSource>(
+    store: &S,
+    run: &str,
+    record: Option<&Value>,
+) -> Result<Results, NwbError> {
+    let attrs = store.root_attributes()?;
+    let root = match record {
+        Some(_) => RunRoot::from_attributes(&attrs),
+        None => RunRoot::finished(&attrs),
+    }
+    .map_err(|reason| not_exportable(run, reason))?;
     let (frames, height, width) = (root.frames, root.height, root.width);
     let rate = root.frame_rate_hz;
     if !(rate.is_finite() && rate > 0.0) {
@@ -148,27 +124,24 @@ fn read_results(run: &str) -> Result<Results, NwbError> {
     }
     let meta = root.meta;
     let vec1 = |path: &str| -> Result<Vec<u32>, NwbError> {
-        Ok(store.read_array::<u32>(path)?.into_iter().collect())
+        Ok(store.array_u32(path)?.into_iter().collect())
     };
     let cell = vec1("rois/footprints/cell")?;
     let pixel = vec1("rois/footprints/pixel")?;
     let weight: Vec<f32> = store
-        .read_array::<f32>("rois/footprints/weight")?
+        .array_f32("rois/footprints/weight")?
         .into_iter()
         .collect();
     let table = |path: &str| -> Result<Array2<f32>, NwbError> {
         store
-            .read_array::<f32>(path)?
+            .array_f32(path)?
             .into_dimensionality::<Ix2>()
             .map_err(|_| NwbError::Invalid(format!("{run}: {path} is not (cell, t)")))
     };
     let fluorescence = table("rois/fluorescence")?;
     let dff = table("rois/dff")?;
     let spikes = table("rois/spikes")?;
-    let accepted: Vec<u8> = store
-        .read_array::<u8>("rois/accepted")?
-        .into_iter()
-        .collect();
+    let accepted: Vec<u8> = store.array_u8("rois/accepted")?.into_iter().collect();
     let k = fluorescence.nrows();
     for (name, a) in [
         ("rois/dff", &dff),
@@ -197,7 +170,7 @@ fn read_results(run: &str) -> Result<Results, NwbError> {
             "{run}: rois/footprints entry {i} is outside the {k} ROIs or the {height}x{width} field"
         )));
     }
-    let qc: Vec<Value> = match store.get("rois/qc.json")? {
+    let qc: Vec<Value> = match store.bytes("rois/qc.json")? {
         Some(b) => serde_json::from_slice(&b)
             .map_err(|e| NwbError::Invalid(format!("{run}: rois/qc.json: {e}")))?,
         None => Vec::new(),
@@ -210,20 +183,29 @@ fn read_results(run: &str) -> Result<Results, NwbError> {
     let mut images = Vec::new();
     for name in ["mean", "correlation", "pnr"] {
         let path = format!("summary/{name}");
-        if store.get(&format!("{path}/zarr.json"))?.is_some() {
+        if store.bytes(&format!("{path}/zarr.json"))?.is_some() {
             images.push((name, table(&path)?));
         }
     }
-    let shifts = if store.get("registration/shifts/zarr.json")?.is_some() {
+    let shifts = if store.bytes("registration/shifts/zarr.json")?.is_some() {
         Some(table("registration/shifts")?)
     } else {
         None
     };
-    let record_bytes = store
-        .get("provenance/record.json")?
-        .ok_or_else(|| not_exportable(run, "no provenance record"))?;
-    let record: Value = serde_json::from_slice(&record_bytes)
-        .map_err(|e| NwbError::Invalid(format!("{run}: provenance/record.json: {e}")))?;
+    let (record, record_text) = match record {
+        Some(r) => (
+            r.clone(),
+            serde_json::to_string_pretty(r).unwrap_or_default(),
+        ),
+        None => {
+            let bytes = store
+                .bytes("provenance/record.json")?
+                .ok_or_else(|| not_exportable(run, "no provenance record"))?;
+            let record: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| NwbError::Invalid(format!("{run}: provenance/record.json: {e}")))?;
+            (record, String::from_utf8_lossy(&bytes).to_string())
+        }
+    };
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
     Ok(Results {
         frames,
@@ -240,7 +222,7 @@ fn read_results(run: &str) -> Result<Results, NwbError> {
         accepted,
         images,
         shifts,
-        record: String::from_utf8_lossy(&record_bytes).to_string(),
+        record: record_text,
         finished_at: text(&record["finished_at"]),
         tool: format!(
             "{} {} ({})",
@@ -263,22 +245,40 @@ pub fn export(
     session: &Session,
     overwrite: bool,
 ) -> Result<Exported, NwbError> {
+    check(out, session, overwrite)?;
+    let store = Store::open(&Location::parse(run)?)?;
+    export_from(&store, run, None, out, session, overwrite)
+}
+
+/// Refuses an existing `out` (without `overwrite`) and a session that cannot be written.
+fn check(out: &Path, session: &Session, overwrite: bool) -> Result<(), NwbError> {
     if out.exists() && !overwrite {
         return Err(NwbError::Exists(out.to_path_buf()));
     }
-    if session.device.is_empty() || session.device.contains('/') || session.device.starts_with('.')
-    {
+    let problems = session.check();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|(f, e)| format!("{f}: {e}")).collect();
         return Err(NwbError::Invalid(format!(
-            "device name {:?}: give a name without '/' that does not start with '.'",
-            session.device
+            "the session metadata: {}",
+            list.join("; ")
         )));
     }
-    if session.start_time.trim().is_empty() {
-        return Err(NwbError::Invalid(
-            "the session's start time is required (ISO 8601 with a UTC offset, e.g. 2026-03-01T10:15:00+01:00)".into(),
-        ));
-    }
-    let results = read_results(run)?;
+    Ok(())
+}
+
+/// Exports the run in `store` (named `run` in messages) to the NWB file `out`. `record` is the
+/// run's provenance record when the store does not hold it yet: the publish task exports before it
+/// marks the run complete; without it the run must be complete.
+pub fn export_from<S: RunSource>(
+    store: &S,
+    run: &str,
+    record: Option<&Value>,
+    out: &Path,
+    session: &Session,
+    overwrite: bool,
+) -> Result<Exported, NwbError> {
+    check(out, session, overwrite)?;
+    let results = read_results(store, run, record)?;
     let identifier = session.identifier.clone().unwrap_or_else(|| {
         let h = Sha256::digest(format!(
             "{}|{}",
@@ -453,15 +453,15 @@ impl Writer {
         self.typed(root, "/", "NWBFile", "core")?;
         attr_str(root, "nwb_version", NWB_VERSION)?;
         let created = if r.finished_at.is_empty() {
-            s.start_time.as_str()
+            s.session_start_time.as_str()
         } else {
             r.finished_at.as_str()
         };
         ds_strs(root, "file_create_date", &[created])?;
         ds_str(root, "identifier", identifier)?;
-        ds_str(root, "session_description", &s.description)?;
-        ds_str(root, "session_start_time", &s.start_time)?;
-        ds_str(root, "timestamps_reference_time", &s.start_time)?;
+        ds_str(root, "session_description", &s.session_description)?;
+        ds_str(root, "session_start_time", &s.session_start_time)?;
+        ds_str(root, "timestamps_reference_time", &s.session_start_time)?;
         for g in ["acquisition", "analysis", "processing", "stimulus"] {
             root.create_group(g)?;
         }
@@ -743,7 +743,7 @@ impl Writer {
                 attr_str(&d, "description", &format!("the {name} image"))?;
             }
         }
-        if s.copy_raw {
+        if s.raw == RawData::Copy {
             self.raw_movie(file, r, plane_path)?;
         }
         if let Some(shifts) = &r.shifts {
@@ -929,21 +929,16 @@ mod tests {
     fn a_missing_start_time_and_an_existing_file_are_refused_before_reading() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("x.nwb");
-        let session = Session {
-            device: "Microscope".into(),
-            ..Session::default()
-        };
-        let e = export("/nonexistent.run", &out, &session, false).expect_err("no start time");
-        assert!(e.to_string().contains("start time is required"), "{e}");
+        let e = export("/nonexistent.run", &out, &Session::new(""), false).expect_err("no time");
+        assert!(e.to_string().contains("session_start_time"), "{e}");
         let bad = Session {
             device: "../scope".into(),
-            start_time: "2026-03-01T10:15:00+01:00".into(),
-            ..Session::default()
+            ..Session::new("2026-03-01T10:15:00+01:00")
         };
         let e = export("/nonexistent.run", &out, &bad, false).expect_err("bad device");
-        assert!(e.to_string().contains("device name"), "{e}");
+        assert!(e.to_string().contains("device"), "{e}");
         std::fs::write(&out, b"keep").expect("write");
-        let e = export("/nonexistent.run", &out, &Session::default(), false).expect_err("exists");
+        let e = export("/nonexistent.run", &out, &Session::new(""), false).expect_err("exists");
         assert!(e.to_string().contains("give --overwrite"), "{e}");
         assert_eq!(std::fs::read(&out).expect("read"), b"keep");
     }

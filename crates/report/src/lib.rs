@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use ndarray::{Array2, ArrayD, Ix2};
+use ndarray::{Array2, Ix2};
 use serde_json::Value;
-use tessera_io::{IoError, Location, Output, RunRoot, Store};
+use tessera_io::{IoError, Location, RunRoot, RunSource, Store};
 
 use canvas::{BLUE, CYAN, Canvas, GREEN, GREY, MAGENTA, ORANGE, RED, WHITE, YELLOW};
 
@@ -100,52 +100,6 @@ fn img(c: &Canvas, alt: &str) -> String {
     )
 }
 
-/// Where a report reads a run: a finished run's [`Store`], or the [`Output`] the run's publish
-/// task is writing (before it is marked complete).
-pub trait Source {
-    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError>;
-    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError>;
-    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError>;
-    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError>;
-    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError>;
-}
-
-impl Source for Store {
-    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
-        self.read_array(path)
-    }
-    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
-        self.read_array(path)
-    }
-    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
-        self.read_array(path)
-    }
-    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
-        Ok(self.get(key)?.map(|b| b.to_vec()))
-    }
-    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
-        Ok(self.attributes("")?.unwrap_or_default())
-    }
-}
-
-impl Source for Output {
-    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
-        self.read_own_array(path)
-    }
-    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
-        self.read_own_array(path)
-    }
-    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
-        self.read_own_array(path)
-    }
-    fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
-        Ok(self.store().get(key)?.map(|b| b.to_vec()))
-    }
-    fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
-        Ok(self.store().attributes("")?.unwrap_or_default())
-    }
-}
-
 /// Renders the report of the finished run at `run` (a path or URI), with ground truth drawn over
 /// it when `overlay` is given.
 pub fn render(run: &str, overlay: Option<&Overlay>) -> Result<Report, ReportError> {
@@ -156,7 +110,7 @@ pub fn render(run: &str, overlay: Option<&Overlay>) -> Result<Report, ReportErro
 
 /// Renders the report of the run in `store` (named `run` in messages); `record` is the run's
 /// provenance record when it is not in the store yet (the publish task renders before finishing).
-pub fn render_from<S: Source>(
+pub fn render_from<S: RunSource>(
     store: &S,
     run: &str,
     record: Option<&Value>,

@@ -50,3 +50,19 @@ impl From<ndarray::ShapeError> for WorkerError {
         WorkerError::Spec(format!("array shape: {e}"))
     }
 }
+
+impl From<tessera_nwb::NwbError> for WorkerError {
+    fn from(e: tessera_nwb::NwbError) -> Self {
+        use tessera_nwb::NwbError as N;
+        match e {
+            N::Io(e) => WorkerError::Io(e),
+            // Writing the HDF5 file failed (a full disk, a lost mount): worth another attempt.
+            N::Hdf5 { path, reason } => WorkerError::Io(tessera_io::IoError::Write {
+                location: path,
+                what: "the NWB file".into(),
+                reason,
+            }),
+            other => WorkerError::Data(other.to_string()),
+        }
+    }
+}

@@ -11,8 +11,10 @@ use serde_json::{Value, json};
 use crate::catalog::{ParamType, StageSpec, catalog, positive};
 use crate::error::Diagnostic;
 use crate::schema::{
-    API_VERSION, Input, KIND, Metadata, Outputs, Resources, Stage, TileSettings, Workflow,
+    API_VERSION, DEFAULT_NWB_FILE, Input, KIND, Metadata, NwbOutput, Outputs, Resources, Stage,
+    TileSettings, Workflow,
 };
+use tessera_core::session::{RawData, Session, Subject};
 
 /// A stage as parsed, with where its `uses` was written (for the graph's messages).
 pub(crate) struct Placed {
@@ -193,7 +195,25 @@ const METADATA_KEYS: &[&str] = &["name", "description"];
 const INPUT_KEYS: &[&str] = &["uri", "array", "frame_rate_hz", "pixel_size_um"];
 const STAGE_KEYS: &[&str] = &["id", "uses", "with", "tile"];
 const TILE_KEYS: &[&str] = &["size_px", "frames", "halo_px"];
-const OUTPUT_KEYS: &[&str] = &["uri", "overwrite"];
+const OUTPUT_KEYS: &[&str] = &["uri", "overwrite", "nwb"];
+const NWB_KEYS: &[&str] = &[
+    "file",
+    "session_description",
+    "session_start_time",
+    "identifier",
+    "experimenter",
+    "lab",
+    "institution",
+    "subject",
+    "device",
+    "indicator",
+    "location",
+    "excitation_lambda_nm",
+    "emission_lambda_nm",
+    "pixel_size_um",
+    "raw",
+];
+const SUBJECT_KEYS: &[&str] = &["subject_id", "species", "sex", "age"];
 const RESOURCE_KEYS: &[&str] = &["memory_per_task", "retries"];
 
 impl Walker {
@@ -470,14 +490,21 @@ impl Walker {
             None => Some(Resources::default()),
         };
         let (stages, placed) = stages?;
+        let (input, mut outputs) = (input?, outputs?);
+        // The NWB file's pixel size defaults to the one the workflow gives its input.
+        if let Some(nwb) = outputs.nwb.as_mut()
+            && nwb.session.pixel_size_um.is_none()
+        {
+            nwb.session.pixel_size_um = input.pixel_size_um;
+        }
         Some((
             Workflow {
                 api_version: api_version?,
                 kind: kind?,
                 metadata,
-                input: input?,
+                input,
                 stages,
-                outputs: outputs?,
+                outputs,
                 resources: resources?,
             },
             placed,
@@ -742,10 +769,145 @@ impl Walker {
             Some(n) => self.bool(n, "outputs.overwrite")?,
             None => false,
         };
+        let nwb = match map.get_node("nwb") {
+            Some(n) => Some(self.nwb(n)?),
+            None => None,
+        };
         Some(Outputs {
             uri: self.optional_string(map, "uri", "outputs"),
             overwrite,
+            nwb,
         })
+    }
+
+    /// `outputs.nwb`: every field is checked where it is written; what only the whole can tell
+    /// (`Session::check`) is reported at the field, or at `nwb:` for a missing one.
+    fn nwb(&mut self, node: &Node) -> Option<NwbOutput> {
+        let place = "outputs.nwb";
+        let Some(map) = self.mapping(node, place)? else {
+            self.at(
+                node.span(),
+                "`outputs.nwb` needs at least `session_start_time` (ISO 8601 with a UTC offset)"
+                    .into(),
+            );
+            return None;
+        };
+        self.keys(map, NWB_KEYS, "`outputs.nwb`");
+        let before = self.diags.len();
+        let file = self
+            .optional_string(map, "file", place)
+            .unwrap_or_else(|| DEFAULT_NWB_FILE.to_string());
+        let start = self.optional_string(map, "session_start_time", place);
+        let mut session = Session::new(start.clone().unwrap_or_default());
+        if let Some(v) = self.optional_string(map, "session_description", place) {
+            session.session_description = v;
+        }
+        session.identifier = self.optional_string(map, "identifier", place);
+        session.lab = self.optional_string(map, "lab", place);
+        session.institution = self.optional_string(map, "institution", place);
+        for (key, field) in [
+            ("device", &mut session.device),
+            ("indicator", &mut session.indicator),
+            ("location", &mut session.location),
+        ] {
+            if let Some(v) = self.optional_string(map, key, place) {
+                *field = v;
+            }
+        }
+        match map.get_node("experimenter") {
+            Some(Node::Sequence(items)) => {
+                for item in items.iter() {
+                    if let Some(v) = self.string(item, "outputs.nwb.experimenter") {
+                        session.experimenter.push(v);
+                    }
+                }
+            }
+            Some(n) => session
+                .experimenter
+                .extend(self.string(n, "outputs.nwb.experimenter")),
+            None => {}
+        }
+        let positive = ParamType::Float {
+            min: 0.0,
+            max: 1e6,
+            min_exclusive: true,
+        };
+        for key in [
+            "excitation_lambda_nm",
+            "emission_lambda_nm",
+            "pixel_size_um",
+        ] {
+            let Some(n) = map.get_node(key) else { continue };
+            let v = self.typed(n, &format!("{place}.{key}"), &positive);
+            match (key, v.and_then(|v| v.as_f64())) {
+                ("excitation_lambda_nm", Some(v)) => session.excitation_lambda_nm = v,
+                ("emission_lambda_nm", Some(v)) => session.emission_lambda_nm = v,
+                (_, Some(v)) => session.pixel_size_um = Some(v),
+                (_, None) => {}
+            }
+        }
+        if let Some(n) = map.get_node("raw") {
+            let choice = ParamType::Choice {
+                options: &["none", "copy"],
+            };
+            if self.typed(n, &format!("{place}.raw"), &choice) == Some(json!("copy")) {
+                session.raw = RawData::Copy;
+            }
+        }
+        if let Some(n) = map.get_node("subject")
+            && let Some(Some(m)) = self.mapping(n, "outputs.nwb.subject")
+        {
+            self.keys(m, SUBJECT_KEYS, "`outputs.nwb.subject`");
+            let mut subject = Subject {
+                sex: "U".into(),
+                ..Subject::default()
+            };
+            for (key, field) in [
+                ("subject_id", &mut subject.subject_id),
+                ("species", &mut subject.species),
+                ("sex", &mut subject.sex),
+                ("age", &mut subject.age),
+            ] {
+                if let Some(v) = self.optional_string(m, key, "outputs.nwb.subject") {
+                    *field = v;
+                }
+            }
+            session.subject = Some(subject);
+        }
+        let mut ok = self.diags.len() == before;
+        if file.is_empty() || file.contains('/') || file.starts_with('.') || !file.ends_with(".nwb")
+        {
+            let span = map.get_node("file").map_or(node.span(), |n| n.span());
+            self.at(
+                span,
+                format!(
+                    "`outputs.nwb.file` {file:?}: give a file name ending in .nwb, without a \
+                     slash, not starting with a dot (it is written at the output's root)"
+                ),
+            );
+            ok = false;
+        }
+        for (field, problem) in session.check() {
+            let (parent, key) = match field.split_once('.') {
+                Some((p, k)) => (map.get_node(p), k),
+                None => (Some(node), field),
+            };
+            let span = match parent {
+                Some(Node::Mapping(m)) => m.get_node(key).map_or(m.span(), |n| n.span()),
+                Some(n) => n.span(),
+                None => node.span(),
+            };
+            let message = if field == "session_start_time" && start.is_none() {
+                "missing key `session_start_time` in `outputs.nwb`: when the session started, \
+                 ISO 8601 with a UTC offset (e.g. 2026-03-01T10:15:00+01:00)"
+                    .to_string()
+            } else {
+                format!("`{place}.{field}`: {problem}")
+            };
+            self.at(span, message);
+            ok = false;
+        }
+        ok.then_some(NwbOutput { file, session })
     }
 
     fn resources(&mut self, node: &Node) -> Option<Resources> {

@@ -68,11 +68,27 @@ pub struct TileSettings {
 }
 
 /// Where results go.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Outputs {
     pub uri: Option<String>,
     pub overwrite: bool,
+    /// An NWB file the publish task writes beside the results. Left out of the normalized form
+    /// when absent, so workflows without it hash as they did before it existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nwb: Option<NwbOutput>,
 }
+
+/// `outputs.nwb`: the run's results as an NWB file at `file` (a name relative to the output's
+/// root), with the session's metadata (the fields of `tessera export nwb`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NwbOutput {
+    pub file: String,
+    #[serde(flatten)]
+    pub session: tessera_core::session::Session,
+}
+
+/// The NWB file's default name.
+pub const DEFAULT_NWB_FILE: &str = "session.nwb";
 
 /// What each task may use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

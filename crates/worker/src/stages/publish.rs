@@ -148,11 +148,44 @@ pub(crate) fn run(spec: &TaskSpec, worker: &WorkerInfo) -> Result<TaskResult, Wo
             record["report_error"] = json!(e.to_string());
         }
     }
+    // The NWB file the workflow asks for (`outputs.nwb`), from the results just published. Unlike
+    // the report, a file that cannot be written fails the task: the workflow promised it.
+    if let Some(nwb) = normalized["outputs"]["nwb"].as_object() {
+        let (file, exported) = export_nwb(&output, &spec.output, &record, nwb)?;
+        record["nwb"] = json!({"file": file, "identifier": exported.identifier,
+                               "rois": exported.rois, "frames": exported.frames});
+        if let Some(parts) = record["ro_crate"]["parts"].as_array_mut() {
+            parts.push(json!({"@id": file, "@type": "File",
+                              "encodingFormat": "application/x-nwb",
+                              "name": "the results as an NWB file (pynwb, DANDI)"}));
+        }
+    }
     output.set_provenance(record)?;
     let location = output.finish()?;
     crate::committed_result(&location.to_string(), false).ok_or_else(|| {
         WorkerError::Spec(format!("{location}: no provenance record after publishing"))
     })
+}
+
+/// Writes the NWB file of the workflow's `outputs.nwb` (its `file` and the session's metadata, as
+/// the workflow crate validated and normalized them) at the output's root.
+fn export_nwb(
+    output: &Output,
+    run: &str,
+    record: &Value,
+    nwb: &Map<String, Value>,
+) -> Result<(String, tessera_nwb::Exported), WorkerError> {
+    let mut fields = nwb.clone();
+    let file = fields
+        .remove("file")
+        .and_then(|f| f.as_str().map(str::to_string))
+        .ok_or_else(|| WorkerError::Spec("outputs.nwb has no file name".into()))?;
+    let session: tessera_nwb::Session = serde_json::from_value(Value::Object(fields))
+        .map_err(|e| WorkerError::Spec(format!("outputs.nwb: {e}")))?;
+    let path = output.local_path(&file)?;
+    let exported = tessera_nwb::export_from(output, run, Some(record), &path, &session, true)?;
+    output.put_file(&file, &path)?;
+    Ok((file, exported))
 }
 
 /// Writes `registration/{shifts,peak,clipped}` for the whole movie from the registration tasks'
