@@ -125,18 +125,19 @@ fn extraction_on_the_real_neurofinder_clip() {
 /// The simulator presets through the whole chain (simulate -> register -> extract -> evaluate),
 /// 256 x 256 px, 1500 frames at 30 Hz, seed 1, tessera's defaults except the registration's search
 /// limit on the large-motion preset (its jumps reach 17 px; the default limit is 15 px and the
-/// command warns). F1 in the IoU >= 0.5 convention against the detectable cells; the floors sit a
-/// little under the figures measured on 2026-11-28 (docs/ACCURACY.md), which seed 2 also meets
-/// within 0.05.
+/// command warns). F1 in the IoU >= 0.5 convention against the detectable cells; the floors are the
+/// issue's targets where we meet them (base 0.95, large motion 0.90; measured 0.965 and 0.916 on
+/// 2026-11-29) and sit a little under the measured figures elsewhere (docs/ACCURACY.md); seed 2
+/// meets them within 0.05.
 #[test]
 fn simulator_presets_meet_their_accuracy_floors() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&str, f64, &[&str]); 5] = [
-        ("base", 0.94, &[]),
+        ("base", 0.95, &[]),
         ("low-snr", 0.88, &[]),
         ("small-cells", 0.85, &[]),
         ("dense", 0.85, &[]),
-        ("large-motion", 0.80, &["--max-shift", "24"]),
+        ("large-motion", 0.90, &["--max-shift", "24"]),
     ];
     let mut failures = Vec::new();
     for (preset, floor, register_args) in cases {

@@ -85,7 +85,7 @@ pub enum MorphologyArg {
 pub const DEFAULT_AR_ORDER: u8 = 2;
 
 /// Default of `--min-in-view`.
-const MIN_IN_VIEW_FRACTION: f32 = 0.8;
+const MIN_IN_VIEW_FRACTION: f32 = tessera_kernels::register::DEFAULT_MIN_IN_VIEW;
 
 /// For a movie written by `tessera register` (its store holds `registration/shifts`), the fraction
 /// of frames in which each pixel showed recorded content; `None` for other recordings.
@@ -302,7 +302,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // The same final step as the tiled path: traces and background refit from the final
             // footprints, so a tiled and an untiled run differ only where their footprints do.
             let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
-            let qc = quality(&pm, &comps, &bg, &qc_params)?;
+            let qc = quality(&pm, &comps, &bg, &qc_params, in_view.as_ref())?;
             (
                 mean,
                 comps,
@@ -356,7 +356,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let frames = tessera_worker::MovieFrames::new(&reader, plan.frame_runs.clone());
             let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
             log_phase("refit", started);
-            let qc = quality(&frames, &comps, &bg, &qc_params)?;
+            let qc = quality(&frames, &comps, &bg, &qc_params, in_view.as_ref())?;
             log_phase("qc", started);
             let report = json!({"tiles": plan.windows.len(), "tile_px": plan.tile_px,
                 "halo_px": plan.halo_px, "margin_px": merge.margin_px,

@@ -279,6 +279,14 @@ mod tests {
         same::<DenoiseParams>("denoise", &[]);
         // min_in_view is the extract command's (it reads the registration's shifts).
         same::<DetectParams>("detect", &["min_in_view"]);
+        assert_eq!(
+            tessera_workflow::stage("detect")
+                .unwrap()
+                .param("min_in_view")
+                .unwrap()
+                .default,
+            serde_json::json!(tessera_kernels::register::DEFAULT_MIN_IN_VIEW)
+        );
         same::<CnmfParams>("demix", &[]);
         same::<QcParams>("qc", &[]);
         // The kernel's OASIS defaults to AR(1); the command line and the catalogue to AR(2)

@@ -352,7 +352,7 @@ pub fn catalog() -> Vec<StageSpec> {
                 p(
                     "min_in_view",
                     float(0.0, 1.0),
-                    json!(0.8),
+                    json!(0.5),
                     "on a registered movie, seed only where the field was in view in this fraction of frames",
                 ),
             ],
@@ -410,6 +410,12 @@ pub fn catalog() -> Vec<StageSpec> {
                     float(-1.0, 1.0),
                     json!(0.7),
                     "minimum correlation of footprint and movie at the trace's peaks",
+                ),
+                p(
+                    "min_r_value_partly_in_view",
+                    float(-1.0, 1.0),
+                    json!(0.85),
+                    "the same for a footprint out of view in over 5% of the frames of a registered movie (rejects pieces of neuropil a moving field's edge cuts)",
                 ),
                 p(
                     "min_size_px",

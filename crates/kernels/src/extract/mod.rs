@@ -14,7 +14,7 @@ pub mod tiles;
 
 pub use cnmf::{Background, CnmfParams, demix};
 pub use detect::{DetectParams, DetectionImages, Morphology, detect, detect_within};
-pub use qc::{QcParams, QcReport, dense_footprints, quality};
+pub use qc::{PARTLY_IN_VIEW, QcParams, QcReport, dense_footprints, quality};
 pub use stream::{ChunkVisitor, FrameChunks, refit};
 
 use ndarray::{Array2, ArrayView3, Axis};

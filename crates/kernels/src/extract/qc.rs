@@ -6,8 +6,9 @@
 //!   averaged over the frames where `c_k` is in its top 5% (at least 3 frames);
 //! - size: pixels of the footprint with weight >= 0.2 (CaImAn binarises at 0.2 x max).
 //!
-//! A component is accepted when SNR >= `min_snr`, r >= `min_r_value` and the size lies within
-//! `[min_size_px, max_size_px]`.
+//! A component is accepted when SNR >= `min_snr`, r >= `min_r_value` (`min_r_value_partly_in_view`
+//! when, on a registered movie, the field was out of view over its footprint in more than 5% of the
+//! frames) and the size lies within `[min_size_px, max_size_px]`.
 
 use ndarray::Array2;
 use rayon::prelude::*;
@@ -25,6 +26,15 @@ use crate::stats::{PsdAverage, noise_fft};
 pub struct QcParams {
     pub min_snr: f32,
     pub min_r_value: f32,
+    /// The r-value floor of a footprint that was partly out of view: on a registered movie, the
+    /// weighted mean over its pixels of the fraction of frames in view is below
+    /// [`PARTLY_IN_VIEW`]. Near a moving field's edge, pieces of neuropil cut by the edge are
+    /// small enough to pass the size ceiling that rejects whole neuropil blobs, and correlate less
+    /// well with the movie than a cell; the stricter floor (CaImAn's demo pipelines use 0.85
+    /// everywhere; its library default is 0.8) rejects them and keeps the cells the edge cuts.
+    /// Measured on the simulator presets and the real neurofinder clip (docs/ACCURACY.md,
+    /// 2026-11-29): 0.85 everywhere would lose real cells of a short recording.
+    pub min_r_value_partly_in_view: f32,
     pub min_size_px: usize,
     pub max_size_px: usize,
 }
@@ -32,12 +42,14 @@ pub struct QcParams {
 impl QcParams {
     /// Defaults for somata of radius `r` px: SNR >= 3, r >= 0.7, size in [pi r^2 / 4, 3 pi r^2]
     /// (a soma 1.5x elongated with a 30% larger radius still fits; larger blobs are neuropil or
-    /// background the low-rank model left behind).
+    /// background the low-rank model left behind); r >= 0.85 for a footprint that was partly out
+    /// of view (see `min_r_value_partly_in_view`).
     pub fn for_radius(r: f64) -> QcParams {
         let area = std::f64::consts::PI * r * r;
         QcParams {
             min_snr: 3.0,
             min_r_value: 0.7,
+            min_r_value_partly_in_view: 0.85,
             min_size_px: (area / 4.0).ceil() as usize,
             max_size_px: (3.0 * area).ceil() as usize,
         }
@@ -59,14 +71,20 @@ pub struct QcReport {
     pub accepted: bool,
 }
 
+/// Below this weighted in-view fraction a footprint counts as partly in view (QC's stricter r-value).
+pub const PARTLY_IN_VIEW: f32 = 0.95;
+
 /// Scores every component, streaming one pass over `movie` (the residual at each component's peak
-/// frames is summed chunk by chunk). Errors when a chunk does not match the movie's dimensions, or
-/// when the reader fails.
+/// frames is summed chunk by chunk). `in_view` is, for a registered movie, the fraction of frames
+/// in which each pixel showed recorded content (`register::in_view_fraction`); `None` for a movie
+/// that was not registered. Errors when a chunk does not match the movie's dimensions, or when the
+/// reader fails.
 pub fn quality<M: FrameChunks + ?Sized>(
     movie: &M,
     comps: &[Component],
     bg: &Background,
     params: &QcParams,
+    in_view: Option<&Array2<f32>>,
 ) -> Result<Vec<QcReport>, M::Error> {
     let (t, h, w) = movie.dims();
     // Which components touch each pixel, for the residual.
@@ -82,6 +100,8 @@ pub fn quality<M: FrameChunks + ?Sized>(
     struct Pending {
         snr: f32,
         size_px: usize,
+        /// Out of view in part of the recording (weighted in-view fraction < [`PARTLY_IN_VIEW`]).
+        partly_in_view: bool,
         /// Peak frames, ascending.
         peaks: Vec<usize>,
         /// Neighbourhood box (inclusive rows and columns).
@@ -108,6 +128,16 @@ pub fn quality<M: FrameChunks + ?Sized>(
                 0.0
             };
             let size_px = comp.weights.iter().filter(|&&v| v >= 0.2).count();
+            let partly_in_view = in_view.is_some_and(|f| {
+                let (mut num, mut den) = (0.0f64, 0.0f64);
+                for (&p, &v) in comp.pixels.iter().zip(&comp.weights) {
+                    let (y, x) = (p as usize / w, p as usize % w);
+                    let seen = f.get([y, x]).copied().unwrap_or(1.0);
+                    num += f64::from(v.max(0.0) * seen);
+                    den += f64::from(v.max(0.0));
+                }
+                den > 0.0 && num / den < f64::from(PARTLY_IN_VIEW)
+            });
             let mut peaks: Vec<usize> = (0..t).collect();
             peaks.sort_by(|&a, &b| tr[b].total_cmp(&tr[a]).then(a.cmp(&b)));
             peaks.truncate((t / 20).max(3).min(t));
@@ -126,6 +156,7 @@ pub fn quality<M: FrameChunks + ?Sized>(
             Some(Pending {
                 snr,
                 size_px,
+                partly_in_view,
                 peaks,
                 rows,
                 cols,
@@ -205,8 +236,13 @@ pub fn quality<M: FrameChunks + ?Sized>(
                 ndarray::ArrayView1::from(&data),
                 ndarray::ArrayView1::from(&shape),
             ) as f32;
+            let min_r = if q.partly_in_view {
+                params.min_r_value.max(params.min_r_value_partly_in_view)
+            } else {
+                params.min_r_value
+            };
             let accepted = q.snr >= params.min_snr
-                && r_value >= params.min_r_value
+                && r_value >= min_r
                 && (params.min_size_px..=params.max_size_px).contains(&q.size_px);
             QcReport {
                 snr: q.snr,

@@ -37,7 +37,7 @@ fn run(
             ..CnmfParams::default()
         },
     );
-    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(r)).unwrap();
+    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(r), None).unwrap();
     (comps, qc, sim.ground_truth(), 96)
 }
 
@@ -121,7 +121,7 @@ fn chain(movie: &Array3<f32>) -> usize {
     let (found, _) = detect(movie.view(), &params);
     let pm = PixelMovie::from_frames(movie.view());
     let (comps, bg) = demix(&pm, found, &CnmfParams::default());
-    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(4.0)).unwrap();
+    let qc = quality(&pm, &comps, &bg, &QcParams::for_radius(4.0), None).unwrap();
     assert_eq!(qc.len(), comps.len());
     for c in &comps {
         let _ = crate::deconv::deconvolve(&c.trace, 30.0, &crate::deconv::OasisParams::default());
@@ -298,7 +298,7 @@ fn streamed_refit_and_qc_match_the_one_chunk_result() {
     let (comps, _) = demix(&pm, found, &params);
     assert!(comps.len() >= 3, "{} components", comps.len());
     let (whole, bg) = refit(&pm, comps.clone(), &params).unwrap();
-    let qc = quality(&pm, &whole, &bg, &QcParams::for_radius(r)).unwrap();
+    let qc = quality(&pm, &whole, &bg, &QcParams::for_radius(r), None).unwrap();
     for step in [7, 64, 599] {
         let chunks = stream::ChunkedMovie {
             movie: &pm,
@@ -316,7 +316,7 @@ fn streamed_refit_and_qc_match_the_one_chunk_result() {
         for (x, y) in bg.b.iter().zip(bg2.b.iter()) {
             assert!((x - y).abs() <= 1e-3 * bscale, "step {step}: b {x} vs {y}");
         }
-        let qc2 = quality(&chunks, &whole, &bg, &QcParams::for_radius(r)).unwrap();
+        let qc2 = quality(&chunks, &whole, &bg, &QcParams::for_radius(r), None).unwrap();
         for (a, b) in qc.iter().zip(&qc2) {
             assert_eq!(
                 (a.size_px, a.snr, a.accepted),
@@ -341,7 +341,64 @@ fn streamed_refit_and_qc_match_the_one_chunk_result() {
         Err(KernelError::Shape(_))
     ));
     assert!(matches!(
-        quality(&Wrong(&pm), &whole, &bg, &QcParams::for_radius(r)),
+        quality(&Wrong(&pm), &whole, &bg, &QcParams::for_radius(r), None),
         Err(KernelError::Shape(_))
     ));
+}
+
+#[test]
+fn footprints_partly_out_of_view_need_the_stricter_r_value() {
+    let (comps, qc, _, w) = run("base", 3);
+    // Re-score the same components with an in-view map: the left half of the field was in view
+    // in 60% of the frames, the right half always.
+    let mut c = SimConfig::preset("base").unwrap();
+    (c.frames, c.height, c.width, c.seed, c.motion_rms_px) = (600, 96, 96, 3, 0.0);
+    let sim = Simulation::new(c).unwrap();
+    let movie: Array3<f32> = sim.render(0, 600).mapv(f32::from);
+    let pm = PixelMovie::from_frames(movie.view());
+    let r = sim.config().soma_radius_px();
+    let (comps, bg) = refit(
+        &pm,
+        comps,
+        &CnmfParams {
+            search_radius_px: 2.0 * r,
+            ..CnmfParams::default()
+        },
+    )
+    .unwrap();
+    let field = ndarray::Array2::from_shape_fn((96, w), |(_, x)| if x < w / 2 { 0.6 } else { 1.0 });
+    let strict = QcParams {
+        min_r_value_partly_in_view: 1.01,
+        ..QcParams::for_radius(r)
+    };
+    let plain = quality(&pm, &comps, &bg, &strict, None).unwrap();
+    let seen = quality(&pm, &comps, &bg, &strict, Some(&field)).unwrap();
+    let everywhere = ndarray::Array2::from_elem((96, w), 1.0f32);
+    let all_in_view = quality(&pm, &comps, &bg, &strict, Some(&everywhere)).unwrap();
+    let (mut left, mut right) = (0, 0);
+    for ((comp, (p, s)), a) in comps.iter().zip(plain.iter().zip(&seen)).zip(&all_in_view) {
+        // Without a map, or with a field always in view, the stricter floor never applies.
+        assert_eq!(p, a);
+        assert_eq!((p.snr, p.size_px), (s.snr, s.size_px));
+        let weighted: f32 = comp
+            .pixels
+            .iter()
+            .zip(&comp.weights)
+            .map(|(&px, &v)| v * field[[px as usize / w, px as usize % w]])
+            .sum::<f32>()
+            / comp.weights.iter().sum::<f32>();
+        if weighted < PARTLY_IN_VIEW {
+            // r <= 1 never reaches 1.01: a partly seen footprint is rejected.
+            assert!(!s.accepted, "{s:?}");
+            left += 1;
+        } else {
+            assert_eq!(p.accepted, s.accepted);
+            right += usize::from(p.accepted);
+        }
+    }
+    assert!(
+        left >= 2 && right >= 2,
+        "{left} partly seen, {right} accepted in view"
+    );
+    assert!(qc.iter().filter(|q| q.accepted).count() >= 4);
 }

@@ -337,6 +337,12 @@ pub fn shift_frame_filled(
     out
 }
 
+/// Detection's default floor on [`in_view_fraction`]: a cell is seeded where the field was in view in
+/// at least half of the frames. Lower floors seed on pixels that mostly show the fill; higher
+/// ones lose the cells cut by the field's edge (with the QC r-value floor of 0.85 the edge's
+/// neuropil pieces are rejected; docs/ACCURACY.md).
+pub const DEFAULT_MIN_IN_VIEW: f32 = 0.5;
+
 /// Per pixel of a registered `(h, w)` movie, the fraction of frames in which it shows recorded
 /// content rather than [`shift_frame_filled`]'s fill: pixel `(y, x)` of frame `t` is in view when
 /// `0 <= y + dy_t <= h - 1` and `0 <= x + dx_t <= w - 1`. Near the borders of a moving recording

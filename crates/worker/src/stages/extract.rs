@@ -36,7 +36,7 @@ pub fn default_bin_frames(frame_rate_hz: f64) -> usize {
 }
 
 /// Default of the detect stage's `min_in_view`.
-const MIN_IN_VIEW: f64 = 0.8;
+const MIN_IN_VIEW: f64 = tessera_kernels::register::DEFAULT_MIN_IN_VIEW as f64;
 
 /// Float32 copies of a run of frames the refit and QC hold.
 const RUN_COPIES: f64 = 2.0;
@@ -76,9 +76,9 @@ fn contains(b: &Box3, y: usize, x: usize) -> bool {
     urange(&b.y).contains(&y) && urange(&b.x).contains(&x)
 }
 
-/// Where the field stayed in view in at least `min` of the frames, from the registration's shifts
-/// of every frame; `None` for a movie that was not registered.
-fn seedable(spec: &TaskSpec, min: f64) -> Result<Option<Array2<bool>>, WorkerError> {
+/// Per pixel, the fraction of frames in which the field was in view, from the registration's
+/// shifts of every frame; `None` for a movie that was not registered.
+fn in_view(spec: &TaskSpec) -> Result<Option<Array2<f32>>, WorkerError> {
     if spec.shifts.is_empty() {
         return Ok(None);
     }
@@ -96,8 +96,11 @@ fn seedable(spec: &TaskSpec, min: f64) -> Result<Option<Array2<bool>>, WorkerErr
         all.extend(a.outer_iter().map(|r| (r[0], r[1])));
     }
     let shape = spec.movie.shape;
-    let frac = in_view_fraction(&all, shape.y as usize, shape.x as usize);
-    Ok(Some(frac.mapv(|v| f64::from(v) >= min)))
+    Ok(Some(in_view_fraction(
+        &all,
+        shape.y as usize,
+        shape.x as usize,
+    )))
 }
 
 /// Detection parameters with the autos resolved: the run's radius, 100 ms of frames, shrunk by
@@ -210,7 +213,7 @@ pub(super) fn detect(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError>
         .unwrap_or(MIN_IN_VIEW);
     let (core, halo) = (&spec.tile.core, &spec.tile.halo);
     let crop = reader.read_binned(halo.y.clone(), halo.x.clone(), bin)?;
-    let mask = seedable(spec, min_in_view)?;
+    let mask = in_view(spec)?.map(|f| f.mapv(|v| f64::from(v) >= min_in_view));
     let mask = mask
         .as_ref()
         .map(|m| m.slice(s![urange(&halo.y), urange(&halo.x)]));
@@ -424,7 +427,7 @@ pub(super) fn qc(spec: &TaskSpec, out: &Output) -> Result<Done, WorkerError> {
     }
     let params: QcParams = params_over(spec, base, &[])?;
     let frames = MovieFrames::new(&reader, reader.frame_runs(frames_per_run(spec, RUN_COPIES)));
-    let reports = quality(&frames, &comps, &bg, &params)?;
+    let reports = quality(&frames, &comps, &bg, &params, in_view(spec)?.as_ref())?;
     let accepted: Vec<bool> = reports.iter().map(|q| q.accepted).collect();
     out.write_group_at("rois", serde_json::Map::new())?;
     out.write_array(
