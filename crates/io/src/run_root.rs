@@ -68,8 +68,8 @@ impl RunRoot {
     }
 }
 
-/// Where readers of a run (the report, the NWB export) read it: a finished run's [`Store`], or the [`Output`] the run's publish
-/// task is writing (before it is marked complete).
+/// Where readers of a run (the report, the NWB export) read it: a finished run's [`Store`], or
+/// the [`Output`] the run's publish task is writing (before it is marked complete).
 pub trait RunSource {
     fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError>;
     fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError>;
