@@ -105,6 +105,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The environment that points tessera's S3 client at a local test server (moto, or a proxy in
+/// front of it) at `endpoint`, with moto's test credentials.
+pub fn s3_env(endpoint: &str) -> [(&'static str, String); 5] {
+    [
+        ("AWS_ENDPOINT", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
 impl LocalServer {
     /// Starts `cmd` (which must listen on `port`) and waits until the port accepts connections.
     fn start(mut cmd: Command, port: u16, what: &str) -> LocalServer {

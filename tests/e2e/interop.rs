@@ -194,18 +194,12 @@ fn recordings_read_over_http_equal_local_reads() {
 fn recordings_round_trip_through_s3() {
     let server = LocalServer::moto_s3();
     let endpoint = format!("http://127.0.0.1:{}", server.port);
-    let envs = [
-        ("AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ];
+    let envs = crate::common::s3_env(&endpoint);
     python("s3_bucket.py", &[&endpoint, "recordings"]);
     let with_env = |args: &[&str]| {
         let out = crate::common::tessera()
             .args(args)
-            .envs(envs)
+            .envs(envs.clone())
             .output()
             .unwrap();
         (
@@ -257,7 +251,7 @@ fn recordings_round_trip_through_s3() {
     let out = crate::common::tessera()
         .args(big)
         .arg("s3://recordings/big.zarr")
-        .envs(envs)
+        .envs(envs.clone())
         .env("TESSERA_PART_SIZE", (5u64 << 20).to_string())
         .output()
         .unwrap();

@@ -227,13 +227,7 @@ fn a_run_on_an_object_store_uploads_its_nwb_file() {
             "--tile-size",
             "32",
         ])
-        .envs([
-            ("AWS_ENDPOINT", endpoint.as_str()),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-        ])
+        .envs(crate::common::s3_env(&endpoint))
         .output()
         .unwrap();
     assert!(

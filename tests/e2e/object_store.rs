@@ -55,13 +55,7 @@ fn a_workflow_runs_from_s3_to_s3_through_transient_errors_with_identical_results
             "32",
         ])
         .args(common)
-        .envs([
-            ("AWS_ENDPOINT", endpoint.as_str()),
-            ("AWS_ALLOW_HTTP", "true"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-        ])
+        .envs(crate::common::s3_env(&endpoint))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
