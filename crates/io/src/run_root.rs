@@ -4,6 +4,7 @@
 
 use ndarray::ArrayD;
 use serde_json::{Map, Value};
+use zarrs::array::ElementOwned;
 
 use crate::{IoError, Output, Store};
 
@@ -71,21 +72,13 @@ impl RunRoot {
 /// Where readers of a run (the report, the NWB export) read it: a finished run's [`Store`], or
 /// the [`Output`] the run's publish task is writing (before it is marked complete).
 pub trait RunSource {
-    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError>;
-    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError>;
-    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError>;
+    fn array<T: ElementOwned>(&self, path: &str) -> Result<ArrayD<T>, IoError>;
     fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError>;
     fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError>;
 }
 
 impl RunSource for Store {
-    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
-        self.read_array(path)
-    }
-    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
-        self.read_array(path)
-    }
-    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
+    fn array<T: ElementOwned>(&self, path: &str) -> Result<ArrayD<T>, IoError> {
         self.read_array(path)
     }
     fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
@@ -97,20 +90,14 @@ impl RunSource for Store {
 }
 
 impl RunSource for Output {
-    fn array_f32(&self, path: &str) -> Result<ArrayD<f32>, IoError> {
-        self.read_own_array(path)
-    }
-    fn array_u32(&self, path: &str) -> Result<ArrayD<u32>, IoError> {
-        self.read_own_array(path)
-    }
-    fn array_u8(&self, path: &str) -> Result<ArrayD<u8>, IoError> {
+    fn array<T: ElementOwned>(&self, path: &str) -> Result<ArrayD<T>, IoError> {
         self.read_own_array(path)
     }
     fn bytes(&self, key: &str) -> Result<Option<Vec<u8>>, IoError> {
-        Ok(self.store().get(key)?.map(|b| b.to_vec()))
+        self.store().bytes(key)
     }
     fn root_attributes(&self) -> Result<serde_json::Map<String, Value>, IoError> {
-        Ok(self.store().attributes("")?.unwrap_or_default())
+        self.store().root_attributes()
     }
 }
 

@@ -124,24 +124,24 @@ fn read_results<S: RunSource>(
     }
     let meta = root.meta;
     let vec1 = |path: &str| -> Result<Vec<u32>, NwbError> {
-        Ok(store.array_u32(path)?.into_iter().collect())
+        Ok(store.array::<u32>(path)?.into_iter().collect())
     };
     let cell = vec1("rois/footprints/cell")?;
     let pixel = vec1("rois/footprints/pixel")?;
     let weight: Vec<f32> = store
-        .array_f32("rois/footprints/weight")?
+        .array::<f32>("rois/footprints/weight")?
         .into_iter()
         .collect();
     let table = |path: &str| -> Result<Array2<f32>, NwbError> {
         store
-            .array_f32(path)?
+            .array::<f32>(path)?
             .into_dimensionality::<Ix2>()
             .map_err(|_| NwbError::Invalid(format!("{run}: {path} is not (cell, t)")))
     };
     let fluorescence = table("rois/fluorescence")?;
     let dff = table("rois/dff")?;
     let spikes = table("rois/spikes")?;
-    let accepted: Vec<u8> = store.array_u8("rois/accepted")?.into_iter().collect();
+    let accepted: Vec<u8> = store.array::<u8>("rois/accepted")?.into_iter().collect();
     let k = fluorescence.nrows();
     for (name, a) in [
         ("rois/dff", &dff),

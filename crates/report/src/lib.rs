@@ -123,26 +123,26 @@ pub fn render_from<S: RunSource>(
     let meta = root.meta;
     let table = |path: &str| -> Result<Array2<f32>, ReportError> {
         store
-            .array_f32(path)?
+            .array::<f32>(path)?
             .into_dimensionality::<Ix2>()
             .map_err(|_| invalid(run, format!("{path} is not two-dimensional")))
     };
     let cells: Vec<u32> = store
-        .array_u32("rois/footprints/cell")?
+        .array::<u32>("rois/footprints/cell")?
         .into_iter()
         .collect();
     let pixels: Vec<u32> = store
-        .array_u32("rois/footprints/pixel")?
+        .array::<u32>("rois/footprints/pixel")?
         .into_iter()
         .collect();
     let weights: Vec<f32> = store
-        .array_f32("rois/footprints/weight")?
+        .array::<f32>("rois/footprints/weight")?
         .into_iter()
         .collect();
     let dff = table("rois/dff")?;
     let spikes = table("rois/spikes")?;
     let accepted: Vec<bool> = store
-        .array_u8("rois/accepted")?
+        .array::<u8>("rois/accepted")?
         .into_iter()
         .map(|a| a != 0)
         .collect();
