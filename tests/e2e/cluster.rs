@@ -512,8 +512,7 @@ fn a_stopping_worker_gives_up_a_report_its_coordinator_cannot_take() {
         &p("sim.zarr"),
     ]);
     let state = p("state.db");
-    let (mut coord, url, metrics_url) =
-        coordinator(&state, "127.0.0.1:0", &["--lease-ttl-ms", "2000"]);
+    let (mut coord, url, _) = coordinator(&state, "127.0.0.1:0", &["--lease-ttl-ms", "2000"]);
     let mut w = tessera()
         .args([
             "worker",
@@ -526,10 +525,20 @@ fn a_stopping_worker_gives_up_a_report_its_coordinator_cannot_take() {
             "--drain-timeout-s",
             "2",
         ])
+        .env("TESSERA_LOG", "tessera_worker=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its log, line by line (a task's "started" says the worker holds it).
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = w.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut err = String::new();
     ok(&[
         "submit",
         &example("two-photon.yaml"),
@@ -542,13 +551,20 @@ fn a_stopping_worker_gives_up_a_report_its_coordinator_cannot_take() {
         "--token",
         TOKEN,
     ]);
-    // As soon as the worker holds a lease (a registration of 800 frames: most of a second), the
-    // coordinator dies and the worker is told to stop.
-    wait_for("a lease", Duration::from_secs(60), || {
-        metrics(&metrics_url)
-            .lines()
-            .any(|l| l.starts_with("tessera_leases ") && !l.ends_with(" 0"))
-    });
+    // As soon as the worker has started a task (a registration of 800 frames: most of a second),
+    // the coordinator dies and the worker is told to stop. (The coordinator's lease count is not
+    // enough: a lease granted just before the coordinator dies may never reach the worker.)
+    let started = Instant::now();
+    while !err.contains(" started") {
+        let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                err.push_str(&line);
+                err.push('\n');
+            }
+            Err(e) => panic!("the worker started no task ({e}):\n{err}"),
+        }
+    }
     kill(&mut coord);
     let stopped_at = Instant::now();
     std::process::Command::new("kill")
@@ -565,8 +581,11 @@ fn a_stopping_worker_gives_up_a_report_its_coordinator_cannot_take() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut w.stderr.take().unwrap(), &mut err).unwrap();
+    reader.join().unwrap();
+    for line in lines.try_iter() {
+        err.push_str(&line);
+        err.push('\n');
+    }
     assert!(status.success(), "{err}");
     assert!(err.contains("1 report(s) given up"), "{err}");
     // The output it committed is there; a new coordinator on the same state and a new worker

@@ -274,12 +274,14 @@ async fn run_lease(
     let info = options.info.clone();
     let shuffle = options.shuffle_seed;
     let task_no = lease.task;
+    let run_id = lease.run_id.clone();
     let mut work = tokio::task::spawn_blocking(move || {
         let spec = spec?;
         if let Some(seed) = shuffle {
             std::thread::sleep(pause(seed, task_no));
         }
         let _span = tracing::info_span!("task", key = %spec.key, stage = %spec.stage, tile = spec.tile.index).entered();
+        tracing::info!(run = %run_id, task = task_no, "started");
         // A panic (a bug, never the data's fault by design) fails the task, not the worker.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::execute(&spec, &info)
