@@ -23,8 +23,10 @@ impl std::fmt::Debug for Fft2 {
     }
 }
 
-fn transpose(src: &[Complex32], rows: usize, cols: usize) -> Vec<Complex32> {
-    let mut dst = vec![Complex32::new(0.0, 0.0); rows * cols];
+/// `dst[c * rows + r] = src[r * cols + c]` (blocked, so both sides stay in cache).
+fn transpose_into(src: &[Complex32], rows: usize, cols: usize, dst: &mut Vec<Complex32>) {
+    dst.clear();
+    dst.resize(rows * cols, Complex32::new(0.0, 0.0));
     const B: usize = 32;
     for r0 in (0..rows).step_by(B) {
         for c0 in (0..cols).step_by(B) {
@@ -35,7 +37,19 @@ fn transpose(src: &[Complex32], rows: usize, cols: usize) -> Vec<Complex32> {
             }
         }
     }
+}
+
+fn transpose(src: &[Complex32], rows: usize, cols: usize) -> Vec<Complex32> {
+    let mut dst = Vec::new();
+    transpose_into(src, rows, cols, &mut dst);
     dst
+}
+
+/// Buffers for [`Fft2::forward_to_columns`] and [`Fft2::inverse_window`], reused across frames.
+#[derive(Debug, Default, Clone)]
+pub struct Fft2Scratch {
+    rows: Vec<Complex32>,
+    fft: Vec<Complex32>,
 }
 
 impl Fft2 {
@@ -60,61 +74,59 @@ impl Fft2 {
         transpose(&t, self.w, self.h)
     }
 
-    /// Forward transforms of two real images with one complex transform: `Z = F(a + i b)`, then
-    /// `A(k) = (Z(k) + conj Z(-k)) / 2` and `B(k) = (Z(k) - conj Z(-k)) / 2i` (the spectra of real
-    /// images are Hermitian).
-    pub fn forward_pair(
+    /// The 2-D transform of `buf` (row-major `h x w`, overwritten as workspace), written to `out`
+    /// in column-major order: `out[kx * h + ky]`. Rows, one transpose, columns (the transpose back
+    /// is left out: [`Self::inverse_window`] takes this layout).
+    pub fn forward_to_columns(
         &self,
-        a: &Array2<f32>,
-        b: &Array2<f32>,
-    ) -> (Vec<Complex32>, Vec<Complex32>) {
-        let mut buf: Vec<Complex32> = a
-            .iter()
-            .zip(b.iter())
-            .map(|(&re, &im)| Complex32::new(re, im))
-            .collect();
-        self.row_fwd.process(&mut buf);
-        let mut t = transpose(&buf, self.h, self.w);
-        self.col_fwd.process(&mut t);
-        let z = transpose(&t, self.w, self.h);
-        let (h, w) = (self.h, self.w);
-        let mut sa = vec![Complex32::new(0.0, 0.0); h * w];
-        let mut sb = vec![Complex32::new(0.0, 0.0); h * w];
-        for ky in 0..h {
-            for kx in 0..w {
-                let zk = z[ky * w + kx];
-                let zm = z[((h - ky) % h) * w + (w - kx) % w].conj();
-                sa[ky * w + kx] = (zk + zm) * 0.5;
-                // (zk - zm) / 2i = -i (zk - zm) / 2
-                let d = zk - zm;
-                sb[ky * w + kx] = Complex32::new(d.im, -d.re) * 0.5;
-            }
-        }
-        (sa, sb)
+        buf: &mut [Complex32],
+        out: &mut Vec<Complex32>,
+        scratch: &mut Fft2Scratch,
+    ) {
+        let need = self
+            .row_fwd
+            .get_inplace_scratch_len()
+            .max(self.col_fwd.get_inplace_scratch_len());
+        scratch.fft.resize(need, Complex32::new(0.0, 0.0));
+        self.row_fwd.process_with_scratch(buf, &mut scratch.fft);
+        transpose_into(buf, self.h, self.w, out);
+        self.col_fwd.process_with_scratch(out, &mut scratch.fft);
     }
 
-    /// Inverse transforms of two Hermitian spectra (of real images) with one complex transform:
-    /// `F⁻¹(sa + i sb)` has `F⁻¹ sa` as its real part and `F⁻¹ sb` as its imaginary part.
-    pub fn inverse_real_pair(
+    /// The inverse transform (unnormalised, like rustfft) of a column-major spectrum (`spec[kx * h
+    /// + ky]`, overwritten as workspace), at rows `ys` and columns `xs` only:
+    /// `out[i * xs.len() + j] = f(ys[i], xs[j])`. All columns are transformed, then only the rows
+    /// asked for: `w + ys.len()` 1-D transforms instead of `h + w`.
+    pub fn inverse_window(
         &self,
-        sa: &[Complex32],
-        sb: &[Complex32],
-    ) -> (Array2<f32>, Array2<f32>) {
-        let z: Vec<Complex32> = sa
-            .iter()
-            .zip(sb)
-            .map(|(&a, &b)| Complex32::new(a.re - b.im, a.im + b.re))
-            .collect();
-        let mut t = transpose(&z, self.h, self.w);
-        self.col_inv.process(&mut t);
-        let mut buf = transpose(&t, self.w, self.h);
-        self.row_inv.process(&mut buf);
-        let norm = 1.0 / (self.h * self.w) as f32;
-        let w = self.w;
-        (
-            Array2::from_shape_fn((self.h, w), |(y, x)| buf[y * w + x].re * norm),
-            Array2::from_shape_fn((self.h, w), |(y, x)| buf[y * w + x].im * norm),
-        )
+        spec: &mut [Complex32],
+        ys: &[usize],
+        xs: &[usize],
+        out: &mut Vec<Complex32>,
+        scratch: &mut Fft2Scratch,
+    ) {
+        let (h, w) = (self.h, self.w);
+        let need = self
+            .row_inv
+            .get_inplace_scratch_len()
+            .max(self.col_inv.get_inplace_scratch_len());
+        scratch.fft.resize(need, Complex32::new(0.0, 0.0));
+        self.col_inv.process_with_scratch(spec, &mut scratch.fft);
+        let rows = &mut scratch.rows;
+        rows.clear();
+        rows.resize(ys.len() * w, Complex32::new(0.0, 0.0));
+        for (row, &y) in rows.chunks_exact_mut(w).zip(ys) {
+            for (kx, r) in row.iter_mut().enumerate() {
+                *r = spec[kx * h + y];
+            }
+        }
+        if !rows.is_empty() {
+            self.row_inv.process_with_scratch(rows, &mut scratch.fft);
+        }
+        out.clear();
+        for row in rows.chunks_exact(w) {
+            out.extend(xs.iter().map(|&x| row[x]));
+        }
     }
 
     /// Inverse transform (unnormalised, like rustfft), real part, row-major.
@@ -133,22 +145,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paired_transforms_match_single_ones() {
+    fn column_major_forward_and_windowed_inverse_match_the_full_transforms() {
         let (h, w) = (12, 10);
-        let a = Array2::from_shape_fn((h, w), |(y, x)| ((y * 5 + x * 3) % 7) as f32 - 2.0);
-        let b = Array2::from_shape_fn((h, w), |(y, x)| (y as f32 * 0.3).sin() + x as f32 * 0.1);
+        let img = Array2::from_shape_fn((h, w), |(y, x)| ((y * 5 + x * 3) % 7) as f32 - 2.0);
         let f = Fft2::new(h, w);
-        let (sa, sb) = f.forward_pair(&a, &b);
-        for (got, want) in sa
-            .iter()
-            .zip(f.forward(&a))
-            .chain(sb.iter().zip(f.forward(&b)))
-        {
-            assert!((got - want).norm() < 1e-4, "{got} vs {want}");
+        let full = f.forward(&img);
+        let mut buf: Vec<Complex32> = img.iter().map(|&v| Complex32::new(v, 0.0)).collect();
+        let (mut spec, mut scratch) = (Vec::new(), Fft2Scratch::default());
+        f.forward_to_columns(&mut buf, &mut spec, &mut scratch);
+        for ky in 0..h {
+            for kx in 0..w {
+                let (got, want) = (spec[kx * h + ky], full[ky * w + kx]);
+                assert!((got - want).norm() < 1e-4, "{got} vs {want}");
+            }
         }
-        let (ra, rb) = f.inverse_real_pair(&sa, &sb);
-        for (got, want) in ra.iter().zip(&a).chain(rb.iter().zip(&b)) {
-            assert!((got - want).abs() < 1e-4);
+        // Rows and columns in any order, wrapped ones repeated.
+        let (ys, xs) = ([11, 0, 1, 11, 5], [9, 0, 1, 2]);
+        let mut out = Vec::new();
+        f.inverse_window(&mut spec, &ys, &xs, &mut out, &mut scratch);
+        let n = (h * w) as f32;
+        for (i, &y) in ys.iter().enumerate() {
+            for (j, &x) in xs.iter().enumerate() {
+                let got = out[i * xs.len() + j] / n;
+                assert!((got.re - img[[y, x]]).abs() < 1e-4 && got.im.abs() < 1e-4);
+            }
         }
     }
 

@@ -20,10 +20,10 @@
 mod fft2;
 mod piecewise;
 
-pub use fft2::Fft2;
+pub use fft2::{Fft2, Fft2Scratch};
 pub use piecewise::{PiecewiseParams, PiecewiseRegistration, PiecewiseShift};
 
-use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
+use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex32;
 use serde::{Deserialize, Serialize};
@@ -76,10 +76,24 @@ pub struct RigidRegistration {
     params: RigidParams,
     template: Array2<f32>,
     fft: Fft2,
-    /// conj(T) / |T| * G, ready to multiply.
+    /// conj(T) / |T| * G, ready to multiply, column-major (`[kx * h + ky]`).
     reference: Vec<Complex32>,
     taper: Array2<f32>,
     fill: f32,
+    /// The rows and columns of the cross-correlation the peak search reads: displacements
+    /// `-r..=r` with `r = floor(max shift) + 1`, wrapped.
+    window_ys: Vec<usize>,
+    window_xs: Vec<usize>,
+}
+
+/// Buffers for estimating shifts, reused across frames (one per thread).
+#[derive(Debug, Default, Clone)]
+pub struct ShiftScratch {
+    packed: Vec<Complex32>,
+    spectrum: Vec<Complex32>,
+    white: Vec<Complex32>,
+    window: Vec<Complex32>,
+    fft: Fft2Scratch,
 }
 
 /// Sigmoid taper: 1 in the interior, falling to 0 over `width` pixels at the edges (Suite2p's
@@ -116,11 +130,10 @@ impl RigidRegistration {
         let tapered = tapered(&template.view(), &taper, fill);
         let spec = fft.forward(&tapered);
         let sigma = params.smooth_sigma;
-        let reference = spec
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let (ky, kx) = (i / w, i % w);
+        let reference = (0..h * w)
+            .map(|i| {
+                let (kx, ky) = (i / h, i % h);
+                let c = spec[ky * w + kx];
                 // Frequencies in cycles per pixel, wrapped to [-0.5, 0.5).
                 let fy = if ky <= h / 2 {
                     ky as f64
@@ -137,14 +150,25 @@ impl RigidRegistration {
                 c.conj() / (c.norm() + 1e-5) * g
             })
             .collect();
-        Ok(RigidRegistration {
+        let mut reg = RigidRegistration {
             params,
             template,
             fft,
             reference,
             taper,
             fill,
-        })
+            window_ys: Vec::new(),
+            window_xs: Vec::new(),
+        };
+        let r = reg.max_shift_px().floor() as isize + 1;
+        let wrap = |n: usize| {
+            (-r..=r)
+                .map(|d| d.rem_euclid(n as isize) as usize)
+                .collect()
+        };
+        reg.window_ys = wrap(h);
+        reg.window_xs = wrap(w);
+        Ok(reg)
     }
 
     /// Builds the template from a movie (t, y, x) and prepares it.
@@ -189,49 +213,80 @@ impl RigidRegistration {
 
     /// Shift of one frame relative to the template.
     pub fn estimate(&self, frame: ArrayView2<f32>) -> FrameShift {
-        let tapered = tapered(&frame, &self.taper, self.fill);
-        let mut spec = self.fft.forward(&tapered);
-        self.whiten(&mut spec);
-        self.peak(&self.fft.inverse_real(&spec))
+        self.estimate_pair(frame, frame, &mut ShiftScratch::default())
+            .0
     }
 
-    /// Shifts of two frames with one complex FFT each way (two real images packed as the real and
-    /// imaginary parts; [`Fft2::forward_pair`]): the same result as two [`Self::estimate`] calls up
-    /// to rounding, at about half the cost.
+    /// Shifts of two frames with one complex FFT each way: the tapered frames are packed as the
+    /// real and imaginary parts of `z = a + i b`; their spectra are separated by Hermitian
+    /// symmetry, `A(k) = (Z(k) + conj Z(-k)) / 2`, `B(k) = (Z(k) - conj Z(-k)) / 2i`, whitened
+    /// against the reference, and packed again as `A' + i B'`, whose inverse has the two
+    /// cross-correlations as its real and imaginary parts. Only the part of the inverse within the
+    /// search window is computed ([`Fft2::inverse_window`]). The same shifts as one frame at a time
+    /// with full transforms, to rounding (tests: `reference_estimate`).
     pub fn estimate_pair(
         &self,
         a: ArrayView2<f32>,
         b: ArrayView2<f32>,
+        s: &mut ShiftScratch,
     ) -> (FrameShift, FrameShift) {
-        let (ta, tb) = (
-            tapered(&a, &self.taper, self.fill),
-            tapered(&b, &self.taper, self.fill),
-        );
-        let (mut sa, mut sb) = self.fft.forward_pair(&ta, &tb);
-        self.whiten(&mut sa);
-        self.whiten(&mut sb);
-        let (ca, cb) = self.fft.inverse_real_pair(&sa, &sb);
-        (self.peak(&ca), self.peak(&cb))
-    }
-
-    /// Phase correlation: the frame's spectrum normalised to unit magnitude, times the reference.
-    fn whiten(&self, spec: &mut [rustfft::num_complex::Complex32]) {
-        for (s, r) in spec.iter_mut().zip(&self.reference) {
-            *s = *s / (s.norm() + 1e-5) * r;
-        }
-    }
-
-    /// The sub-pixel peak of a cross-correlation within the search disk.
-    fn peak(&self, cc: &Array2<f32>) -> FrameShift {
         let (h, w) = self.template.dim();
+        s.packed.clear();
+        s.packed.resize(h * w, Complex32::new(0.0, 0.0));
+        {
+            let mut z = ArrayViewMut2::from_shape((h, w), &mut s.packed[..])
+                .expect("the buffer was sized to the frame");
+            let fill = self.fill;
+            ndarray::Zip::from(&mut z)
+                .and(&a)
+                .and(&b)
+                .and(&self.taper)
+                .for_each(|z, &va, &vb, &m| {
+                    let f = fill * (1.0 - m);
+                    *z = Complex32::new(va * m + f, vb * m + f);
+                });
+        }
+        self.fft
+            .forward_to_columns(&mut s.packed, &mut s.spectrum, &mut s.fft);
+        let unit = |c: Complex32| c / ((c.re * c.re + c.im * c.im).sqrt() + 1e-5);
+        s.white.clear();
+        s.white.resize(h * w, Complex32::new(0.0, 0.0));
+        for kx in 0..w {
+            let mx = (w - kx) % w;
+            for ky in 0..h {
+                let i = kx * h + ky;
+                let zk = s.spectrum[i];
+                let zm = s.spectrum[mx * h + (h - ky) % h].conj();
+                let d = zk - zm;
+                let r = self.reference[i];
+                let fa = unit((zk + zm) * 0.5) * r;
+                let fb = unit(Complex32::new(d.im, -d.re) * 0.5) * r;
+                s.white[i] = Complex32::new(fa.re - fb.im, fa.im + fb.re);
+            }
+        }
+        self.fft.inverse_window(
+            &mut s.white,
+            &self.window_ys,
+            &self.window_xs,
+            &mut s.window,
+            &mut s.fft,
+        );
+        let n = self.window_xs.len();
+        let r = (n / 2) as isize;
+        let norm = 1.0 / (h * w) as f32;
+        let window = &s.window;
+        let at = |dy: isize, dx: isize| window[((dy + r) * n as isize + dx + r) as usize] * norm;
+        (
+            self.peak(|dy, dx| at(dy, dx).re),
+            self.peak(|dy, dx| at(dy, dx).im),
+        )
+    }
+
+    /// The sub-pixel peak of a cross-correlation `at(dy, dx)` within the search disk (`at` is read
+    /// for `|dy|, |dx| <= floor(max shift) + 1`).
+    fn peak(&self, at: impl Fn(isize, isize) -> f32) -> FrameShift {
         let max = self.max_shift_px();
         let m = max.floor() as isize;
-        let at = |dy: isize, dx: isize| {
-            cc[[
-                dy.rem_euclid(h as isize) as usize,
-                dx.rem_euclid(w as isize) as usize,
-            ]]
-        };
         let mut best = (0isize, 0isize, f32::NEG_INFINITY);
         for dy in -m..=m {
             for dx in -m..=m {
@@ -270,20 +325,20 @@ impl RigidRegistration {
     pub fn estimate_all(&self, frames: ArrayView3<f32>) -> Vec<FrameShift> {
         let n = frames.len_of(Axis(0));
         let pairs: Vec<usize> = (0..n).step_by(2).collect();
-        pairs
+        let per_pair: Vec<Vec<FrameShift>> = pairs
             .par_iter()
-            .flat_map_iter(|&t| {
+            .map_init(ShiftScratch::default, |scratch, &t| {
+                let a = frames.index_axis(Axis(0), t);
                 if t + 1 < n {
-                    let (a, b) = self.estimate_pair(
-                        frames.index_axis(Axis(0), t),
-                        frames.index_axis(Axis(0), t + 1),
-                    );
-                    vec![a, b]
+                    let (sa, sb) =
+                        self.estimate_pair(a, frames.index_axis(Axis(0), t + 1), scratch);
+                    vec![sa, sb]
                 } else {
-                    vec![self.estimate(frames.index_axis(Axis(0), t))]
+                    vec![self.estimate_pair(a, a, scratch).0]
                 }
             })
-            .collect()
+            .collect();
+        per_pair.into_iter().flatten().collect()
     }
 }
 
@@ -300,17 +355,30 @@ fn tapered(frame: &ArrayView2<f32>, taper: &Array2<f32>, fill: f32) -> Array2<f3
 /// The registered frame `out(y, x) = frame(y + dy, x + dx)` (bilinear; edges replicated).
 pub fn shift_frame(frame: ArrayView2<f32>, dy: f32, dx: f32) -> Array2<f32> {
     let (h, w) = frame.dim();
+    let mut out = Array2::<f32>::zeros((h, w));
+    if h == 0 || w == 0 {
+        return out;
+    }
     let (iy, fy) = (dy.floor() as isize, dy - dy.floor());
     let (ix, fx) = (dx.floor() as isize, dx - dx.floor());
-    let cy = |v: isize| v.clamp(0, h as isize - 1) as usize;
-    let cx = |v: isize| v.clamp(0, w as isize - 1) as usize;
-    Array2::from_shape_fn((h, w), |(y, x)| {
-        let (y0, y1) = (cy(y as isize + iy), cy(y as isize + iy + 1));
-        let (x0, x1) = (cx(x as isize + ix), cx(x as isize + ix + 1));
-        let top = frame[[y0, x0]] * (1.0 - fx) + frame[[y0, x1]] * fx;
-        let bottom = frame[[y1, x0]] * (1.0 - fx) + frame[[y1, x1]] * fx;
-        top * (1.0 - fy) + bottom * fy
-    })
+    let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
+    // Source columns of every output column, then one output row at a time from two source rows.
+    let cols: Vec<(usize, usize)> = (0..w as isize)
+        .map(|x| (clamp(x + ix, w), clamp(x + ix + 1, w)))
+        .collect();
+    let frame = frame.as_standard_layout();
+    let src = frame.as_slice().expect("standard layout");
+    for (y, mut row) in out.rows_mut().into_iter().enumerate() {
+        let y = y as isize;
+        let (y0, y1) = (clamp(y + iy, h), clamp(y + iy + 1, h));
+        let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
+        for (o, &(x0, x1)) in row.iter_mut().zip(&cols) {
+            let top = r0[x0] * (1.0 - fx) + r0[x1] * fx;
+            let bottom = r1[x0] * (1.0 - fx) + r1[x1] * fx;
+            *o = top * (1.0 - fy) + bottom * fy;
+        }
+    }
+    out
 }
 
 /// [`shift_frame`], but output pixels whose source `(y + dy, x + dx)` lies outside the frame take
@@ -329,9 +397,14 @@ pub fn shift_frame_filled(
         return out;
     }
     let inside = |v: f32, n: usize| v >= 0.0 && v <= (n - 1) as f32;
-    for ((y, x), o) in out.indexed_iter_mut() {
-        if !inside(y as f32 + dy, h) || !inside(x as f32 + dx, w) {
-            *o = fill[[y, x]];
+    let cols_out: Vec<usize> = (0..w).filter(|&x| !inside(x as f32 + dx, w)).collect();
+    for (y, (mut o, f)) in out.rows_mut().into_iter().zip(fill.rows()).enumerate() {
+        if inside(y as f32 + dy, h) {
+            for &x in &cols_out {
+                o[x] = f[x];
+            }
+        } else {
+            o.assign(&f);
         }
     }
     out

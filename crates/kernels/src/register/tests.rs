@@ -1,4 +1,4 @@
-use ndarray::{Array2, Array3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, Axis};
 
 use super::*;
 use crate::rng::Rng;
@@ -51,27 +51,57 @@ fn recovers_known_subpixel_shifts() {
     }
 }
 
-#[test]
-fn paired_estimates_equal_single_ones() {
-    // estimate_all packs two frames into one FFT; its shifts must equal frame-by-frame estimates.
-    let template = blobs(96, 112, 0.0, 0.0, 2);
-    let reg = RigidRegistration::new(template, RigidParams::default()).unwrap();
-    let shifts = [(3.25, -2.5), (-7.6, 4.1), (0.4, 0.7)];
-    let mut movie = Array3::<f32>::zeros((3, 96, 112));
-    for (i, &(dy, dx)) in shifts.iter().enumerate() {
-        movie
-            .index_axis_mut(Axis(0), i)
-            .assign(&blobs(96, 112, dy, dx, 2));
+/// The obvious phase correlation of one frame: full forward transform, whitening, full inverse,
+/// peak searched on the whole cross-correlation.
+fn reference_estimate(reg: &RigidRegistration, frame: ArrayView2<f32>) -> FrameShift {
+    let (h, w) = reg.template.dim();
+    let mut spec = reg.fft.forward(&tapered(&frame, &reg.taper, reg.fill));
+    for (i, s) in spec.iter_mut().enumerate() {
+        let (ky, kx) = (i / w, i % w);
+        *s = *s / (s.norm() + 1e-5) * reg.reference[kx * h + ky];
     }
-    let all = reg.estimate_all(movie.view());
-    assert_eq!(all.len(), 3);
-    for (i, got) in all.iter().enumerate() {
-        let want = reg.estimate(movie.index_axis(Axis(0), i));
-        assert!(
-            (got.dy - want.dy).abs() < 1e-3 && (got.dx - want.dx).abs() < 1e-3,
-            "{got:?} vs {want:?}"
-        );
-        assert_eq!(got.clipped, want.clipped);
+    let cc = reg.fft.inverse_real(&spec);
+    reg.peak(|dy, dx| {
+        cc[[
+            dy.rem_euclid(h as isize) as usize,
+            dx.rem_euclid(w as isize) as usize,
+        ]]
+    })
+}
+
+#[test]
+fn paired_windowed_estimates_equal_the_reference() {
+    // estimate_all packs two frames into one FFT and inverts only the search window; its shifts
+    // must equal frame-by-frame full phase correlation. An odd count exercises the lone last frame,
+    // a small field a search window that wraps around it.
+    for (h, w, max) in [(96, 112, 15.0), (20, 18, 15.0)] {
+        let template = blobs(h, w, 0.0, 0.0, 2);
+        let params = RigidParams {
+            max_shift_px: max,
+            ..RigidParams::default()
+        };
+        let reg = RigidRegistration::new(template, params).unwrap();
+        let shifts = [(3.25, -2.5), (-7.6, 4.1), (0.4, 0.7)];
+        let mut movie = Array3::<f32>::zeros((3, h, w));
+        for (i, &(dy, dx)) in shifts.iter().enumerate() {
+            movie
+                .index_axis_mut(Axis(0), i)
+                .assign(&blobs(h, w, dy, dx, 2));
+        }
+        let all = reg.estimate_all(movie.view());
+        assert_eq!(all.len(), 3);
+        for (i, got) in all.iter().enumerate() {
+            let want = reference_estimate(&reg, movie.index_axis(Axis(0), i));
+            assert!(
+                (got.dy - want.dy).abs() < 1e-3
+                    && (got.dx - want.dx).abs() < 1e-3
+                    && (got.peak - want.peak).abs() < 1e-4,
+                "{h}x{w}: {got:?} vs {want:?}"
+            );
+            assert_eq!(got.clipped, want.clipped);
+            let single = reg.estimate(movie.index_axis(Axis(0), i));
+            assert!((got.dy - single.dy).abs() < 1e-3 && (got.dx - single.dx).abs() < 1e-3);
+        }
     }
 }
 
@@ -205,4 +235,40 @@ fn in_view_fraction_matches_counting_frames() {
         }
     }
     assert!(in_view_fraction(&[], 3, 3).iter().all(|&v| v == 1.0));
+}
+
+#[test]
+fn shift_frame_matches_per_pixel_bilinear_interpolation() {
+    // The obvious formula, pixel by pixel, edges replicated; and the fill where the source is out.
+    let (h, w) = (13, 17);
+    let mut rng = Rng::new(5, 0);
+    let frame = Array2::from_shape_fn((h, w), |_| rng.normal() as f32);
+    let fill = Array2::from_shape_fn((h, w), |_| 100.0 + rng.normal() as f32);
+    for (dy, dx) in [
+        (0.0, 0.0),
+        (2.3, -1.7),
+        (-0.5, 0.25),
+        (14.2, 3.0),
+        (-3.9, -20.5),
+    ] {
+        let got = shift_frame(frame.view(), dy, dx);
+        let filled = shift_frame_filled(frame.view(), dy, dx, fill.view());
+        let c = |v: f32, n: usize| (v.floor() as isize).clamp(0, n as isize - 1) as usize;
+        for y in 0..h {
+            for x in 0..w {
+                let (sy, sx) = (y as f32 + dy, x as f32 + dx);
+                let (fy, fx) = (sy - sy.floor(), sx - sx.floor());
+                let v = |yy: f32, xx: f32| frame[[c(yy, h), c(xx, w)]];
+                let want = (v(sy, sx) * (1.0 - fx) + v(sy, sx + 1.0) * fx) * (1.0 - fy)
+                    + (v(sy + 1.0, sx) * (1.0 - fx) + v(sy + 1.0, sx + 1.0) * fx) * fy;
+                assert!(
+                    (got[[y, x]] - want).abs() < 1e-5,
+                    "({dy}, {dx}) at ({y}, {x})"
+                );
+                let out = sy < 0.0 || sy > (h - 1) as f32 || sx < 0.0 || sx > (w - 1) as f32;
+                let want_filled = if out { fill[[y, x]] } else { want };
+                assert!((filled[[y, x]] - want_filled).abs() < 1e-5);
+            }
+        }
+    }
 }
