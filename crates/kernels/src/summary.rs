@@ -13,7 +13,8 @@
 //! `corr(p) = mean_{q in N8(p)} C_pq / sqrt(M2_p M2_q)`, and the peak-to-noise ratio image (CNMF-E,
 //! Zhou et al. 2018) is `pnr(p) = (max_t y_p - mean_t y_p) / sigma_p` with `sigma_p` the PSD noise.
 
-use ndarray::{Array2, ArrayView3, Axis, Zip};
+use ndarray::{Array2, ArrayView3, Zip, s};
+use rayon::prelude::*;
 
 use crate::KernelError;
 
@@ -62,7 +63,9 @@ impl LocalCorrelation {
         }
     }
 
-    /// Statistics of a movie (t, y, x), two-pass within the chunk.
+    /// Statistics of a movie (t, y, x), two-pass within the chunk. Rows of the field are done in
+    /// parallel; every pixel still sums its frames in order, so the result does not depend on the
+    /// number of threads (and equals the frame-by-frame loop of the tests' reference).
     pub fn from_movie(movie: ArrayView3<f32>) -> LocalCorrelation {
         let (t, h, w) = movie.dim();
         let mut s = LocalCorrelation::empty(h, w);
@@ -70,20 +73,70 @@ impl LocalCorrelation {
             return s;
         }
         s.frames = t as u64;
-        for f in movie.axis_iter(Axis(0)) {
-            Zip::from(&mut s.mean)
-                .and(&f)
-                .for_each(|m, &v| *m += f64::from(v));
-        }
-        s.mean /= t as f64;
-        for f in movie.axis_iter(Axis(0)) {
-            let d = Zip::from(&f)
-                .and(&s.mean)
-                .map_collect(|&v, &m| f64::from(v) - m);
-            Zip::from(&mut s.m2).and(&d).for_each(|a, &v| *a += v * v);
-            for_each_pair(h, w, |k, (y, x), (qy, qx)| {
-                s.co[k][[y, x]] += d[[y, x]] * d[[qy, qx]]
-            });
+        let means: Vec<Vec<f64>> = (0..h)
+            .into_par_iter()
+            .map(|y| {
+                let mut m = vec![0.0f64; w];
+                for f in 0..t {
+                    for (a, &v) in m.iter_mut().zip(movie.slice(s![f, y, ..])) {
+                        *a += f64::from(v);
+                    }
+                }
+                m.iter_mut().for_each(|a| *a /= t as f64);
+                m
+            })
+            .collect();
+        // Per row: M2, and the co-moments with the right neighbour and the three below.
+        type RowStats = (Vec<f64>, [Vec<f64>; 4]);
+        let rows: Vec<RowStats> = (0..h)
+            .into_par_iter()
+            .map(|y| {
+                let below = y + 1 < h;
+                let mut m2 = vec![0.0f64; w];
+                let mut co: [Vec<f64>; 4] = std::array::from_fn(|_| vec![0.0f64; w]);
+                let (mut d0, mut d1) = (vec![0.0f64; w], vec![0.0f64; w]);
+                for f in 0..t {
+                    for ((d, &v), &m) in d0.iter_mut().zip(movie.slice(s![f, y, ..])).zip(&means[y])
+                    {
+                        *d = f64::from(v) - m;
+                    }
+                    for (a, &d) in m2.iter_mut().zip(&d0) {
+                        *a += d * d;
+                    }
+                    for x in 0..w.saturating_sub(1) {
+                        co[0][x] += d0[x] * d0[x + 1];
+                    }
+                    if !below {
+                        continue;
+                    }
+                    for ((d, &v), &m) in d1
+                        .iter_mut()
+                        .zip(movie.slice(s![f, y + 1, ..]))
+                        .zip(&means[y + 1])
+                    {
+                        *d = f64::from(v) - m;
+                    }
+                    for x in 0..w {
+                        co[1][x] += d0[x] * d1[x];
+                    }
+                    for x in 0..w.saturating_sub(1) {
+                        co[2][x] += d0[x] * d1[x + 1];
+                    }
+                    for x in 1..w {
+                        co[3][x] += d0[x] * d1[x - 1];
+                    }
+                }
+                (m2, co)
+            })
+            .collect();
+        for (y, (m2, co)) in rows.into_iter().enumerate() {
+            s.mean
+                .row_mut(y)
+                .assign(&ndarray::ArrayView1::from(&means[y]));
+            s.m2.row_mut(y).assign(&ndarray::ArrayView1::from(&m2));
+            for (k, c) in co.iter().enumerate() {
+                s.co[k].row_mut(y).assign(&ndarray::ArrayView1::from(c));
+            }
         }
         s
     }
