@@ -85,13 +85,17 @@ enum Command {
 /// per-thread arenas, and by default raises that threshold (up to 32 MiB) each time a large block
 /// is freed; decoded storage chunks and tile-sized arrays then stay in arenas after they are freed
 /// and the resident size drifts with thread timing (measured 136-212 MB for the same 200 MB-budget
-/// run, 125 MB every time with the threshold fixed; docs/BENCHMARKS.md).
+/// run, 125 MB every time with the threshold fixed; docs/BENCHMARKS.md). Fixing it also fixes the
+/// trim threshold at its default, 128 KiB, so a heap gave its top back to the system after nearly
+/// every frame-sized free and faulted the pages in again on the next frame; 8 MiB keeps a frame's
+/// working buffers (`tessera register` on 256x256x3000: 3.5-4.8 -> 3.2 s system time).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn return_large_blocks_to_the_system() {
     // SAFETY: mallopt only changes allocator tuning; it is called once, before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
     }
 }
 
