@@ -19,6 +19,7 @@ pub mod deconv;
 pub mod denoise;
 mod error;
 pub mod extract;
+mod layout;
 pub mod metrics;
 pub mod register;
 pub mod rng;

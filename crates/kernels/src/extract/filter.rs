@@ -4,6 +4,8 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+use crate::layout::transpose_into;
+
 fn kernel(sigma: f64) -> Vec<f32> {
     let half = (3.0 * sigma).ceil().max(1.0) as isize;
     let mut k: Vec<f32> = (-half..=half)
@@ -120,20 +122,6 @@ struct BoxScratch {
     a: Vec<f32>,
     b: Vec<f32>,
     acc: Vec<f32>,
-}
-
-/// `dst[c * rows + r] = src[r * cols + c]`, in cache-sized blocks.
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const B: usize = 32;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
 }
 
 impl BoxScratch {

@@ -6,6 +6,8 @@ use ndarray::Array2;
 use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
 
+use crate::layout::transpose_into;
+
 /// Planned forward and inverse 2-D transforms for images of one shape.
 #[derive(Clone)]
 pub struct Fft2 {
@@ -23,26 +25,21 @@ impl std::fmt::Debug for Fft2 {
     }
 }
 
-/// `dst[c * rows + r] = src[r * cols + c]` (blocked, so both sides stay in cache).
-fn transpose_into(src: &[Complex32], rows: usize, cols: usize, dst: &mut Vec<Complex32>) {
-    dst.clear();
-    dst.resize(rows * cols, Complex32::new(0.0, 0.0));
-    const B: usize = 32;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
-}
-
 fn transpose(src: &[Complex32], rows: usize, cols: usize) -> Vec<Complex32> {
-    let mut dst = Vec::new();
+    let mut dst = vec![Complex32::new(0.0, 0.0); rows * cols];
     transpose_into(src, rows, cols, &mut dst);
     dst
+}
+
+/// `buf`, sized for in-place transforms with either plan.
+fn fft_scratch<'a>(
+    a: &dyn Fft<f32>,
+    b: &dyn Fft<f32>,
+    buf: &'a mut Vec<Complex32>,
+) -> &'a mut [Complex32] {
+    let need = a.get_inplace_scratch_len().max(b.get_inplace_scratch_len());
+    buf.resize(need, Complex32::new(0.0, 0.0));
+    buf
 }
 
 /// Buffers for [`Fft2::forward_to_columns`] and [`Fft2::inverse_window`], reused across frames.
@@ -83,14 +80,12 @@ impl Fft2 {
         out: &mut Vec<Complex32>,
         scratch: &mut Fft2Scratch,
     ) {
-        let need = self
-            .row_fwd
-            .get_inplace_scratch_len()
-            .max(self.col_fwd.get_inplace_scratch_len());
-        scratch.fft.resize(need, Complex32::new(0.0, 0.0));
-        self.row_fwd.process_with_scratch(buf, &mut scratch.fft);
+        let fft = fft_scratch(&*self.row_fwd, &*self.col_fwd, &mut scratch.fft);
+        self.row_fwd.process_with_scratch(buf, fft);
+        out.clear();
+        out.resize(self.h * self.w, Complex32::new(0.0, 0.0));
         transpose_into(buf, self.h, self.w, out);
-        self.col_fwd.process_with_scratch(out, &mut scratch.fft);
+        self.col_fwd.process_with_scratch(out, fft);
     }
 
     /// The inverse transform (unnormalised, like rustfft) of a column-major spectrum (`spec[kx * h
@@ -106,12 +101,8 @@ impl Fft2 {
         scratch: &mut Fft2Scratch,
     ) {
         let (h, w) = (self.h, self.w);
-        let need = self
-            .row_inv
-            .get_inplace_scratch_len()
-            .max(self.col_inv.get_inplace_scratch_len());
-        scratch.fft.resize(need, Complex32::new(0.0, 0.0));
-        self.col_inv.process_with_scratch(spec, &mut scratch.fft);
+        let fft = fft_scratch(&*self.row_inv, &*self.col_inv, &mut scratch.fft);
+        self.col_inv.process_with_scratch(spec, fft);
         let rows = &mut scratch.rows;
         rows.clear();
         rows.resize(ys.len() * w, Complex32::new(0.0, 0.0));
@@ -121,7 +112,7 @@ impl Fft2 {
             }
         }
         if !rows.is_empty() {
-            self.row_inv.process_with_scratch(rows, &mut scratch.fft);
+            self.row_inv.process_with_scratch(rows, fft);
         }
         out.clear();
         for row in rows.chunks_exact(w) {
