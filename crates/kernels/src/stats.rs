@@ -187,24 +187,41 @@ impl NoiseEstimator {
 
     /// The estimate for one trace of the planned length (see [`noise_fft`]).
     pub fn estimate(&self, trace: &[f32], average: PsdAverage) -> f64 {
+        self.estimate_with(trace, average, &mut NoiseScratch::default())
+    }
+
+    /// [`Self::estimate`] with buffers reused across traces.
+    pub fn estimate_with(&self, trace: &[f32], average: PsdAverage, s: &mut NoiseScratch) -> f64 {
         let Some(fft) = &self.fft else { return 0.0 };
         if trace.len() != self.len {
             return NoiseEstimator::new(trace.len()).estimate(trace, average);
         }
-        let mut buf: Vec<Complex<f64>> = subsample(trace)
-            .map(|v| Complex::new(f64::from(v), 0.0))
-            .collect();
-        let n = buf.len();
-        fft.process(&mut buf);
-        let mut half_psd: Vec<f64> = (0..=n / 2)
-            .filter(|&k| {
-                let f = k as f64 / n as f64;
-                f > 0.25 && f <= 0.5
-            })
-            .map(|k| buf[k].norm_sqr() / n as f64) // (2 / T |X|^2) / 2
-            .collect();
-        average_psd(&mut half_psd, average)
+        s.buf.clear();
+        s.buf
+            .extend(subsample(trace).map(|v| Complex::new(f64::from(v), 0.0)));
+        let n = s.buf.len();
+        s.fft
+            .resize(fft.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
+        fft.process_with_scratch(&mut s.buf, &mut s.fft);
+        s.half_psd.clear();
+        s.half_psd.extend(
+            (0..=n / 2)
+                .filter(|&k| {
+                    let f = k as f64 / n as f64;
+                    f > 0.25 && f <= 0.5
+                })
+                .map(|k| s.buf[k].norm_sqr() / n as f64), // (2 / T |X|^2) / 2
+        );
+        average_psd(&mut s.half_psd, average)
     }
+}
+
+/// Buffers for [`NoiseEstimator::estimate_with`].
+#[derive(Debug, Default, Clone)]
+pub struct NoiseScratch {
+    buf: Vec<Complex<f64>>,
+    fft: Vec<Complex<f64>>,
+    half_psd: Vec<f64>,
 }
 
 fn subsample(trace: &[f32]) -> impl Iterator<Item = f32> + '_ {
@@ -241,25 +258,28 @@ fn average_psd(half_psd: &mut [f64], average: PsdAverage) -> f64 {
     v.sqrt()
 }
 
-/// Per-pixel noise image of a movie (t, y, x), parallel over rows.
+/// Per-pixel noise image of a movie (t, y, x), parallel over rows. Each task copies its row's
+/// traces out of the frames first (contiguous runs of a frame, not one strided read per sample).
 pub fn noise_image(movie: ArrayView3<f32>, average: PsdAverage) -> Array2<f32> {
     let (t, h, w) = movie.dim();
     let est = NoiseEstimator::new(t);
     let rows: Vec<Vec<f32>> = (0..h)
         .into_par_iter()
-        .map(|y| {
-            let mut trace = vec![0.0f32; t];
-            (0..w)
-                .map(|x| {
-                    for (dst, &v) in trace.iter_mut().zip(movie.slice(ndarray::s![.., y, x])) {
-                        *dst = v;
-                    }
-                    est.estimate(&trace, average) as f32
-                })
+        .map_init(NoiseScratch::default, |scratch, y| {
+            let mut traces = vec![0.0f32; w * t];
+            for ti in 0..t {
+                for (x, &v) in movie.slice(ndarray::s![ti, y, ..]).iter().enumerate() {
+                    traces[x * t + ti] = v;
+                }
+            }
+            traces
+                .chunks_exact(t.max(1))
+                .take(w)
+                .map(|trace| est.estimate_with(trace, average, scratch) as f32)
                 .collect()
         })
         .collect();
-    Array2::from_shape_fn((h, w), |(y, x)| rows[y][x])
+    Array2::from_shape_fn((h, w), |(y, x)| rows[y].get(x).copied().unwrap_or(0.0))
 }
 
 #[cfg(test)]

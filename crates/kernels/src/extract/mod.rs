@@ -17,7 +17,7 @@ pub use detect::{DetectParams, DetectionImages, Morphology, detect, detect_withi
 pub use qc::{PARTLY_IN_VIEW, QcParams, QcReport, dense_footprints, quality};
 pub use stream::{ChunkVisitor, FrameChunks, refit};
 
-use ndarray::{Array2, ArrayView3, Axis};
+use ndarray::{Array2, ArrayView3};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -33,28 +33,44 @@ impl PixelMovie {
     /// Transposes a (t, y, x) movie.
     pub fn from_frames(movie: ArrayView3<f32>) -> PixelMovie {
         // A blocked transpose: each task fills the rows of a block of pixels, a block of frames at
-        // a time, so reads and writes both stay within a few cache lines.
+        // a time (one contiguous run of pixels read from each frame), so reads and writes both stay
+        // within a few cache lines.
         const PIXELS: usize = 256;
         const FRAMES: usize = 64;
         let (t, h, w) = movie.dim();
-        let mut data = Array2::<f32>::zeros((h * w, t));
-        data.axis_chunks_iter_mut(Axis(0), PIXELS)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(b, mut rows)| {
-                let p0 = b * PIXELS;
-                for t0 in (0..t).step_by(FRAMES) {
-                    let t1 = (t0 + FRAMES).min(t);
-                    for (i, mut row) in rows.rows_mut().into_iter().enumerate() {
-                        let (y, x) = ((p0 + i) / w, (p0 + i) % w);
-                        for ti in t0..t1 {
-                            row[ti] = movie[[ti, y, x]];
+        let hw = h * w;
+        let movie = movie.as_standard_layout();
+        let src = movie.as_slice().expect("standard layout");
+        let mut data = Array2::<f32>::zeros((hw, t));
+        if let Some(dst) = data.as_slice_mut() {
+            dst.par_chunks_mut(PIXELS * t.max(1))
+                .enumerate()
+                .for_each(|(b, block)| {
+                    let p0 = b * PIXELS;
+                    let n = block.len() / t.max(1);
+                    for t0 in (0..t).step_by(FRAMES) {
+                        for ti in t0..(t0 + FRAMES).min(t) {
+                            let frame = &src[ti * hw + p0..ti * hw + p0 + n];
+                            for (i, &v) in frame.iter().enumerate() {
+                                block[i * t + ti] = v;
+                            }
                         }
                     }
-                }
-            });
+                });
+        }
         PixelMovie {
             data,
+            height: h,
+            width: w,
+        }
+    }
+
+    /// [`Self::from_frames`] the obvious way (the reference for its test).
+    #[cfg(test)]
+    fn from_frames_reference(movie: ArrayView3<f32>) -> PixelMovie {
+        let (t, h, w) = movie.dim();
+        PixelMovie {
+            data: Array2::from_shape_fn((h * w, t), |(p, ti)| movie[[ti, p / w, p % w]]),
             height: h,
             width: w,
         }

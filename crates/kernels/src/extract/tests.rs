@@ -402,3 +402,20 @@ fn footprints_partly_out_of_view_need_the_stricter_r_value() {
     );
     assert!(qc.iter().filter(|q| q.accepted).count() >= 4);
 }
+
+#[test]
+fn pixel_major_transpose_matches_the_reference() {
+    // Pixel and frame counts that are not multiples of the blocks, a strided view, and empty ones.
+    let full = Array3::from_shape_fn((150, 23, 31), |(t, y, x)| (t * 1000 + y * 31 + x) as f32);
+    for movie in [
+        full.view(),
+        full.slice(ndarray::s![..;2, .., 3..]),
+        full.slice(ndarray::s![..0, .., ..]),
+        full.slice(ndarray::s![.., ..0, ..]),
+    ] {
+        let fast = PixelMovie::from_frames(movie);
+        let slow = PixelMovie::from_frames_reference(movie);
+        assert_eq!(fast.data, slow.data);
+        assert_eq!((fast.height, fast.width), (slow.height, slow.width));
+    }
+}
