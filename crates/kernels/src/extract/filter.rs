@@ -145,9 +145,14 @@ impl BoxScratch {
         std::mem::swap(&mut self.a, &mut self.b);
         self.down_columns(w, h, widths);
         // `a` holds the result transposed (w x h).
-        for (y, mut dst) in out.rows_mut().into_iter().enumerate() {
-            for (x, d) in dst.iter_mut().enumerate() {
-                *d += alpha * self.a[x * h + y];
+        transpose_into(&self.a, w, h, &mut self.b);
+        for (mut dst, src) in out
+            .rows_mut()
+            .into_iter()
+            .zip(self.b.chunks_exact(w.max(1)))
+        {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d += alpha * v;
             }
         }
     }
