@@ -73,7 +73,8 @@ fn registration_recovers_simulated_motion() {
             .collect();
         let mean = d.iter().sum::<f64>() / 200.0;
         let rms = (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 200.0).sqrt();
-        assert!(rms < 0.35, "axis {axis}: residual {rms} px");
+        // The target, 0.2 px (measured 0.184 px on rows and 0.058 px on columns).
+        assert!(rms < 0.2, "axis {axis}: residual {rms} px");
         // The registered frame is the recording's own: the template sits at the median position,
         // as the simulator's reference frame does, so no constant offset remains.
         let mut sorted = d.clone();
