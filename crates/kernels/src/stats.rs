@@ -204,14 +204,8 @@ impl NoiseEstimator {
             .resize(fft.get_inplace_scratch_len(), Complex::new(0.0, 0.0));
         fft.process_with_scratch(&mut s.buf, &mut s.fft);
         s.half_psd.clear();
-        s.half_psd.extend(
-            (0..=n / 2)
-                .filter(|&k| {
-                    let f = k as f64 / n as f64;
-                    f > 0.25 && f <= 0.5
-                })
-                .map(|k| s.buf[k].norm_sqr() / n as f64), // (2 / T |X|^2) / 2
-        );
+        s.half_psd
+            .extend(noise_band(n).map(|k| s.buf[k].norm_sqr() / n as f64)); // (2 / T |X|^2) / 2
         average_psd(&mut s.half_psd, average)
     }
 
@@ -246,10 +240,7 @@ impl NoiseEstimator {
         fft.process_with_scratch(&mut s.buf, &mut s.fft);
         s.half_psd.clear();
         s.other_psd.clear();
-        for k in (0..=n / 2).filter(|&k| {
-            let f = k as f64 / n as f64;
-            f > 0.25 && f <= 0.5
-        }) {
+        for k in noise_band(n) {
             let (zk, zm) = (s.buf[k], s.buf[(n - k) % n].conj());
             let (fa, d) = ((zk + zm) * 0.5, (zk - zm) * 0.5);
             s.half_psd.push(fa.norm_sqr() / n as f64);
@@ -270,6 +261,14 @@ pub struct NoiseScratch {
     fft: Vec<Complex<f64>>,
     half_psd: Vec<f64>,
     other_psd: Vec<f64>,
+}
+
+/// The frequency bins `k` of an `n`-point transform with `k / n` in `(0.25, 0.5]`.
+fn noise_band(n: usize) -> impl Iterator<Item = usize> {
+    (0..=n / 2).filter(move |&k| {
+        let f = k as f64 / n as f64;
+        f > 0.25 && f <= 0.5
+    })
 }
 
 fn subsample(trace: &[f32]) -> impl Iterator<Item = f32> + '_ {

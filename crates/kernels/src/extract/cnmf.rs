@@ -16,7 +16,7 @@
 // The HALS updates index several arrays by the same component or pixel, as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -496,12 +496,10 @@ impl BackgroundStats {
     /// rank 1-2).
     pub(super) fn add(&mut self, y: ArrayView2<f32>, c: ArrayView2<f32>, f: ArrayView2<f32>) {
         let ft = f.t();
-        let rank = f.nrows();
         let f_rows: Vec<Vec<f32>> = f.rows().into_iter().map(|r| r.to_vec()).collect();
-        let yf: Vec<f32> = y
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .flat_map_iter(|row| {
+        ndarray::Zip::from(self.yf.rows_mut())
+            .and(y.rows())
+            .par_for_each(|mut out, row| {
                 let owned;
                 let r: &[f32] = match row.to_slice() {
                     Some(r) => r,
@@ -510,12 +508,10 @@ impl BackgroundStats {
                         &owned
                     }
                 };
-                f_rows.iter().map(|fr| dot(r, fr)).collect::<Vec<f32>>()
-            })
-            .collect();
-        if let Ok(yf) = Array2::from_shape_vec((y.nrows(), rank), yf) {
-            self.yf += &yf;
-        }
+                for (o, fr) in out.iter_mut().zip(&f_rows) {
+                    *o += dot(r, fr);
+                }
+            });
         self.cf += &c.dot(&ft);
         self.ff += &f.dot(&ft);
     }
