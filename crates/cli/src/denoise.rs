@@ -99,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunks: rec.chunks(),
         overwrite: args.io.overwrite,
         meta,
+        zstd_level: tessera_io::DERIVED_ZSTD_LEVEL,
         ..WriteOptions::default()
     };
     let mut writer = RecordingWriter::<f32>::create(&output, shape, &options)?;

@@ -23,7 +23,7 @@ use anyhow::Context;
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 use serde_json::json;
-use tessera_core::Dtype;
+use tessera_core::{Box3, Dtype};
 use tessera_io::{Output, Recording, RecordingWriter, Sample, WriteOptions};
 use tessera_kernels::register::{
     FrameShift, PiecewiseParams, PiecewiseRegistration, RigidParams, RigidRegistration,
@@ -61,26 +61,36 @@ type Registered<T> = (FrameShift, Option<(Array2<f32>, Array2<f32>)>, Array2<T>)
 /// hundredths of a pixel, while the second pass still registers every frame.
 const CENTRING_FRAMES: u64 = 1000;
 
-/// First pass: the rigid shifts of an evenly spaced sample of frames (every frame of a recording
-/// up to [`CENTRING_FRAMES`] long) against `reg`; nothing written.
+/// First pass: the rigid shifts of a sample of frames against `reg`; nothing written. A recording
+/// up to [`CENTRING_FRAMES`] long is sampled whole; a longer one as evenly spaced chunk rows (whole
+/// rows, so no chunk is decompressed for a few of its frames) adding up to about that many frames.
 fn estimate_shifts(
     rec: &Recording,
     reg: &RigidRegistration,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<FrameShift>> {
     let shape = rec.shape();
-    let stride = shape.t.div_ceil(CENTRING_FRAMES).max(1);
-    let mut shifts = Vec::with_capacity(shape.t as usize);
-    crate::transform::for_each_chunk_row(rec, 1, |t, block| {
-        let end = t + block.len_of(Axis(0)) as u64;
-        let picks: Vec<usize> = (t..end)
-            .filter(|f| f % stride == 0)
-            .map(|f| (f - t) as usize)
-            .collect();
-        shifts.extend(reg.estimate_all(block.select(Axis(0), &picks).view()));
-        bar.set_position(end);
-        Ok(())
-    })?;
+    let ct = rec.chunks()[0].max(1);
+    let rows = shape.t.div_ceil(ct);
+    let picked = CENTRING_FRAMES.div_ceil(ct).clamp(1, rows);
+    let mut shifts = Vec::with_capacity(CENTRING_FRAMES.min(shape.t) as usize);
+    for i in 0..picked {
+        let t = i * rows / picked * ct;
+        let end = (t + ct).min(shape.t);
+        let block = rec
+            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
+            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+        // Rows longer than the sample needs (long chunks) are thinned evenly.
+        let n = (end - t) as usize;
+        let want = CENTRING_FRAMES.div_ceil(picked) as usize;
+        if n > 2 * want {
+            let picks: Vec<usize> = (0..want).map(|k| k * n / want).collect();
+            shifts.extend(reg.estimate_all(block.select(Axis(0), &picks).view()));
+        } else {
+            shifts.extend(reg.estimate_all(block.view()));
+        }
+        bar.set_position((i + 1) * shape.t / picked);
+    }
     Ok(shifts)
 }
 
@@ -191,6 +201,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunks: rec.chunks(),
         overwrite: args.io.overwrite,
         meta,
+        zstd_level: tessera_io::DERIVED_ZSTD_LEVEL,
         ..WriteOptions::default()
     };
     let (shifts, block_shifts) = match rec.dtype() {

@@ -34,7 +34,9 @@ pub use run_root::{RunRoot, RunSource};
 pub use store::Store;
 pub use tiff_source::{FrameIter, TiffSource};
 pub use uri::Location;
-pub use writer::{DEFAULT_CHUNKS, Output, RecordingWriter, Sample, WriteOptions};
+pub use writer::{
+    DEFAULT_CHUNKS, DERIVED_ZSTD_LEVEL, Output, RecordingWriter, Sample, WriteOptions,
+};
 
 /// Sets zarrs' process-wide options tessera relies on (no `_zarrs` attribute in written metadata).
 /// Called by every entry point that writes; idempotent.

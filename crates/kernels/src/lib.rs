@@ -27,5 +27,6 @@ pub mod sim;
 pub mod stats;
 pub mod summary;
 pub mod traces;
+mod vector;
 
 pub use error::KernelError;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Component, PixelMovie};
 use crate::metrics::pearson;
+use crate::vector::dot;
 
 /// Demixing parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -565,25 +566,6 @@ fn weighted_row_sum(y: ArrayView2<f32>, w: &Array1<f32>) -> Array1<f32> {
     partial
         .into_iter()
         .fold(Array1::<f32>::zeros(t), |acc, part| acc + part)
-}
-
-/// `sum_i a[i] b[i]` in eight interleaved partial sums (vectorised; a fixed order, so the same on
-/// every machine and thread count).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Root of `i` in a union-find forest, compressing the path on the way.

@@ -29,6 +29,7 @@ use rustfft::num_complex::Complex32;
 use serde::{Deserialize, Serialize};
 
 use crate::KernelError;
+use crate::vector::dot;
 
 /// Parameters of rigid registration (defaults follow Suite2p).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -514,11 +515,21 @@ pub fn build_template(
             v
         })
         .collect();
-    let corr: Vec<Vec<f32>> = (0..n)
+    // The upper triangle (the matrix is symmetric), then mirrored.
+    let upper: Vec<Vec<f32>> = (0..n)
         .into_par_iter()
+        .map(|i| (i..n).map(|j| dot(&binned[i], &binned[j])).collect())
+        .collect();
+    let corr: Vec<Vec<f32>> = (0..n)
         .map(|i| {
             (0..n)
-                .map(|j| binned[i].iter().zip(&binned[j]).map(|(a, b)| a * b).sum())
+                .map(|j| {
+                    if j >= i {
+                        upper[i][j - i]
+                    } else {
+                        upper[j][i - j]
+                    }
+                })
                 .collect()
         })
         .collect();

@@ -101,6 +101,7 @@ pub(crate) fn piece_options(spec: &TaskSpec) -> tessera_io::WriteOptions {
         chunks: spec.movie.chunks,
         overwrite: true,
         meta,
+        zstd_level: tessera_io::DERIVED_ZSTD_LEVEL,
         ..tessera_io::WriteOptions::default()
     }
 }
