@@ -24,8 +24,8 @@ use tessera_core::{Region, regions_to_json};
 use tessera_kernels::deconv::{OasisParams, deconvolve};
 use tessera_kernels::extract::tiles::{MergeParams, TileWindow, extract_tiled};
 use tessera_kernels::extract::{
-    CnmfParams, DetectParams, DetectionImages, Morphology, PixelMovie, QcParams, demix,
-    detect_within, quality, refit,
+    CnmfParams, DetectParams, DetectionImages, Morphology, QcParams, demix, detect_pixel_major,
+    quality, refit,
 };
 use tessera_kernels::register::in_view_fraction;
 use tessera_kernels::traces::{component_fluorescence, dff};
@@ -283,35 +283,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         qc_params.max_size_px = usize::MAX;
     }
     let (t, h, w) = (shape.t as usize, shape.y as usize, shape.x as usize);
-    let (mean, comps, bg, qc, images, n_seeds, tiling) =
+    let (comps, bg, qc, images, n_seeds, tiling) =
         if args.tile_size.is_none() && args.memory_budget.is_none() {
             let movie = reader
                 .read(&shape.full_box())
                 .with_context(|| format!("failed to read {}", args.io.uri))?;
-            let mean = movie.mean_axis(ndarray::Axis(0)).context("empty movie")?;
-            let (found, images) = detect_within(
-                movie.view(),
-                &detect_params,
-                seedable.as_ref().map(|m| m.view()),
-            );
-            // Detection's working copies are gone; hold the movie once, pixel-major.
-            let pm = PixelMovie::from_frames(movie.view());
-            drop(movie);
+            if movie.is_empty() {
+                bail!("{} has no frames", args.io.uri);
+            }
+            // Detection transposes the movie to pixel-major once and hands that copy on to
+            // demixing; the frame-major movie is freed as soon as it is transposed.
+            let (found, images, pm) =
+                detect_pixel_major(movie, &detect_params, seedable.as_ref().map(|m| m.view()));
             let n_seeds = found.len();
             let (comps, _) = demix(&pm, found, &cnmf_params);
             // The same final step as the tiled path: traces and background refit from the final
             // footprints, so a tiled and an untiled run differ only where their footprints do.
             let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
             let qc = quality(&pm, &comps, &bg, &qc_params, in_view.as_ref())?;
-            (
-                mean,
-                comps,
-                bg,
-                qc,
-                images,
-                n_seeds,
-                serde_json::Value::Null,
-            )
+            (comps, bg, qc, images, n_seeds, serde_json::Value::Null)
         } else {
             let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
             let plan = plan_streaming(
@@ -364,10 +354,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "tile_bin_frames": bin,
                 "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
             let images = DetectionImages {
+                mean: r.mean,
                 correlation: r.correlation,
                 pnr: r.pnr,
             };
-            (r.mean, comps, bg, qc, images, r.seeds, report)
+            (comps, bg, qc, images, r.seeds, report)
         };
     // A trace OASIS cannot take (e.g. too short) leaves that component's spikes missing (NaN) and
     // says why in qc.json; it does not fail the other components.
@@ -402,7 +393,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     output.write_group(root)?;
     output.write_group_at("summary", serde_json::Map::new())?;
     let none = serde_json::Map::new;
-    output.write_array("summary/mean", &mean.into_dyn(), &["y", "x"], none())?;
+    output.write_array("summary/mean", &images.mean.into_dyn(), &["y", "x"], none())?;
     output.write_array(
         "summary/correlation",
         &images.correlation.into_dyn(),

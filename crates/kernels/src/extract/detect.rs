@@ -14,6 +14,7 @@ use super::filter::BandPass;
 use super::{Component, PixelMovie};
 use crate::stats::{PsdAverage, noise_fft, noise_image};
 use crate::summary::LocalCorrelation;
+use crate::vector::{dot, dot_offset};
 
 /// Detection parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +68,8 @@ impl Default for DetectParams {
 /// Images computed for detection (kept for reports).
 #[derive(Debug, Clone)]
 pub struct DetectionImages {
+    /// Mean over frames.
+    pub mean: Array2<f32>,
     pub correlation: Array2<f32>,
     pub pnr: Array2<f32>,
 }
@@ -84,8 +87,62 @@ pub fn detect_within(
     params: &DetectParams,
     seedable: Option<ArrayView2<bool>>,
 ) -> (Vec<Component>, DetectionImages) {
+    let images = detection_images(movie, params);
+    let found = match params.morphology {
+        Morphology::Soma => {
+            let pm = PixelMovie::from_frames(movie);
+            seed_components(
+                Residual::new(&pm.data, Some(&images.mean)),
+                &images,
+                params,
+                seedable,
+            )
+        }
+        Morphology::Any => {
+            let high = high_passed(movie, &images.mean, params);
+            seed_components(Residual::new(&high.data, None), &images, params, seedable)
+        }
+    };
+    (found, images)
+}
+
+/// [`detect_within`] on a movie the caller demixes next: the movie is transposed to pixel-major
+/// once, that copy serves as detection's residual (rows are copied only where a component
+/// deflates them) and is returned for demixing, and the frame-major movie is freed as soon as it
+/// is transposed (at most two tile-sized copies are held at any time). The components are those of
+/// [`detect_within`].
+pub fn detect_pixel_major(
+    movie: Array3<f32>,
+    params: &DetectParams,
+    seedable: Option<ArrayView2<bool>>,
+) -> (Vec<Component>, DetectionImages, PixelMovie) {
+    let images = detection_images(movie.view(), params);
+    match params.morphology {
+        Morphology::Soma => {
+            let pm = PixelMovie::from_frames(movie.view());
+            drop(movie);
+            let found = seed_components(
+                Residual::new(&pm.data, Some(&images.mean)),
+                &images,
+                params,
+                seedable,
+            );
+            (found, images, pm)
+        }
+        Morphology::Any => {
+            let high = high_passed(movie.view(), &images.mean, params);
+            let pm = PixelMovie::from_frames(movie.view());
+            drop(movie);
+            let found = seed_components(Residual::new(&high.data, None), &images, params, seedable);
+            (found, images, pm)
+        }
+    }
+}
+
+/// The seeding images: mean, local correlation and peak-to-noise ratio of the band-passed,
+/// mean-free movie.
+fn detection_images(movie: ArrayView3<f32>, params: &DetectParams) -> DetectionImages {
     let (t, h, w) = movie.dim();
-    let seedable = seedable.filter(|m| m.dim() == (h, w));
     let r = params.radius_px.max(1.0);
     let mean = movie
         .mean_axis(Axis(0))
@@ -117,11 +174,112 @@ pub fn detect_within(
     let pnr = ndarray::Zip::from(&max)
         .and(&noise)
         .map_collect(|&m, &s| if s > 0.0 { m / s } else { 0.0 });
-    drop(filtered);
+    DetectionImages {
+        mean,
+        correlation,
+        pnr,
+    }
+}
+
+/// The movie minus its mean with smooth background (neuropil) removed by a high-pass (each frame
+/// minus its Gaussian blur at 2r), pixel-major: the residual of [`Morphology::Any`], whose
+/// footprints would otherwise flood the areas that background's shared fluctuations correlate.
+/// Thin processes pass nearly unchanged.
+fn high_passed(movie: ArrayView3<f32>, mean: &Array2<f32>, params: &DetectParams) -> PixelMovie {
+    let (t, h, w) = movie.dim();
+    let r = params.radius_px.max(1.0);
+    let mut high = Array3::<f32>::zeros((t, h, w));
+    high.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each_init(
+            || (BandPass::new(0.0, 2.0 * r), Array2::<f32>::zeros((h, w))),
+            |(hp, centred), (i, out)| {
+                ndarray::Zip::from(&mut *centred)
+                    .and(movie.index_axis(Axis(0), i))
+                    .and(mean)
+                    .for_each(|c, &v, &m| *c = v - m);
+                hp.apply(centred.view(), out);
+            },
+        );
+    PixelMovie::from_frames(high.view())
+}
+
+/// Detection's residual: a pixel-major movie minus a per-pixel offset (the mean), deflated as
+/// components are found. Rows are read from the shared movie until a component deflates them;
+/// the first deflation copies the row.
+struct Residual<'a> {
+    base: ArrayView2<'a, f32>,
+    offset: Option<&'a [f32]>,
+    own: Vec<Option<Vec<f32>>>,
+}
+
+impl<'a> Residual<'a> {
+    fn new(base: &'a Array2<f32>, offset: Option<&'a Array2<f32>>) -> Residual<'a> {
+        Residual {
+            base: base.view(),
+            offset: offset
+                .and_then(|o| o.as_slice())
+                .filter(|o| o.len() == base.nrows()),
+            own: vec![None; base.nrows()],
+        }
+    }
+
+    fn frames(&self) -> usize {
+        self.base.ncols()
+    }
+
+    fn offset(&self, p: usize) -> f32 {
+        self.offset.map_or(0.0, |o| o[p])
+    }
+
+    /// `acc += residual[p]`.
+    fn add_to(&self, p: usize, acc: &mut [f32]) {
+        match &self.own[p] {
+            Some(row) => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
+            None => {
+                let o = self.offset(p);
+                acc.iter_mut()
+                    .zip(self.base.row(p))
+                    .for_each(|(a, &v)| *a += v - o);
+            }
+        }
+    }
+
+    /// `residual[p] . c`.
+    fn dot(&self, p: usize, c: &[f32]) -> f32 {
+        match (&self.own[p], self.base.row(p).to_slice()) {
+            (Some(row), _) => dot(row, c),
+            (None, Some(row)) => dot_offset(row, self.offset(p), c),
+            (None, None) => dot_offset(&self.base.row(p).to_vec(), self.offset(p), c),
+        }
+    }
+
+    /// `residual[p] -= a c`.
+    fn deflate(&mut self, p: usize, a: f32, c: &[f32]) {
+        let o = self.offset(p);
+        let base = &self.base;
+        let row = self.own[p].get_or_insert_with(|| base.row(p).iter().map(|v| v - o).collect());
+        row.iter_mut().zip(c).for_each(|(v, &ci)| *v -= a * ci);
+    }
+}
+
+/// Greedy seeding on the images, each footprint grown from the residual and deflated from it.
+fn seed_components(
+    mut residual: Residual,
+    images: &DetectionImages,
+    params: &DetectParams,
+    seedable: Option<ArrayView2<bool>>,
+) -> Vec<Component> {
+    let (h, w) = images.mean.dim();
+    let t = residual.frames();
+    let seedable = seedable.filter(|m| m.dim() == (h, w));
+    let r = params.radius_px.max(1.0);
+    let (correlation, pnr) = (&images.correlation, &images.pnr);
 
     // Candidate seeds: local maxima of corr x pnr within the radius, above both thresholds.
-    let score = ndarray::Zip::from(&correlation)
-        .and(&pnr)
+    let score = ndarray::Zip::from(correlation)
+        .and(pnr)
         .map_collect(|&c, &p| {
             if c >= params.min_corr && p >= params.min_pnr {
                 c * p
@@ -164,37 +322,6 @@ pub fn detect_within(
     }
     seeds.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
 
-    // Residual: the mean-free movie, pixel-major, deflated as components are found. Without a
-    // shape prior, smooth background (neuropil) is first removed by a high-pass (each frame minus
-    // its Gaussian blur at 2r): its shared fluctuations would otherwise correlate over large areas
-    // and let a footprint flood them. Thin processes pass nearly unchanged.
-    let mut residual = match params.morphology {
-        Morphology::Soma => {
-            let mut data = PixelMovie::from_frames(movie).data;
-            for (p, mut row) in data.axis_iter_mut(Axis(0)).enumerate() {
-                let m = mean[[p / w, p % w]];
-                row.mapv_inplace(|v| v - m);
-            }
-            data
-        }
-        Morphology::Any => {
-            let mut high = Array3::<f32>::zeros((t, h, w));
-            high.axis_iter_mut(Axis(0))
-                .into_par_iter()
-                .enumerate()
-                .for_each_init(
-                    || (BandPass::new(0.0, 2.0 * r), Array2::<f32>::zeros((h, w))),
-                    |(hp, centred), (i, out)| {
-                        ndarray::Zip::from(&mut *centred)
-                            .and(movie.index_axis(Axis(0), i))
-                            .and(&mean)
-                            .for_each(|c, &v, &m| *c = v - m);
-                        hp.apply(centred.view(), out);
-                    },
-                );
-            PixelMovie::from_frames(high.view()).data
-        }
-    };
     let mut covered = vec![false; h * w];
     let mut comps = Vec::new();
     let max_dist2 = match params.morphology {
@@ -219,10 +346,7 @@ pub fn detect_within(
                 if qy < 0 || qx < 0 || qy >= h as isize || qx >= w as isize {
                     continue;
                 }
-                let row = residual.row(qy as usize * w + qx as usize);
-                for (ci, &v) in c.iter_mut().zip(row.iter()) {
-                    *ci += v;
-                }
+                residual.add_to(qy as usize * w + qx as usize, &mut c);
                 n += 1.0;
             }
         }
@@ -244,9 +368,7 @@ pub fn detect_within(
             let mut n = 0.0f32;
             for qy in y.saturating_sub(1)..=(y + 1).min(h - 1) {
                 for qx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
-                    for (sv, &v) in smooth.iter_mut().zip(residual.row(qy * w + qx).iter()) {
-                        *sv += v;
-                    }
+                    residual.add_to(qy * w + qx, smooth);
                     n += 1.0;
                 }
             }
@@ -298,10 +420,7 @@ pub fn detect_within(
         }
         inside.sort_unstable();
         // Amplitude: regression of each member pixel on the seed trace.
-        let amp_of = |p: usize| -> f32 {
-            let dot: f32 = residual.row(p).iter().zip(&c).map(|(v, ci)| v * ci).sum();
-            (dot / cc).max(0.0)
-        };
+        let amp_of = |p: usize| -> f32 { (residual.dot(p, &c) / cc).max(0.0) };
         let support: Vec<(usize, f32)> = inside
             .into_iter()
             .map(|p| (p, amp_of(p)))
@@ -321,9 +440,7 @@ pub fn detect_within(
             comp.pixels.push(p as u32);
             comp.weights.push(a / amax);
             // Deflate: remove this component's contribution from the residual.
-            for (v, &ci) in residual.row_mut(p).iter_mut().zip(&c) {
-                *v -= a * ci;
-            }
+            residual.deflate(p, a, &c);
             if a >= 0.5 * amax {
                 covered[p] = true;
             }
@@ -331,7 +448,7 @@ pub fn detect_within(
         comp.trace = c.iter().map(|v| v * amax).collect();
         comps.push(comp);
     }
-    (comps, DetectionImages { correlation, pnr })
+    comps
 }
 
 /// Sums of consecutive runs of `k` samples (a last, shorter run is dropped unless it is the only
@@ -341,4 +458,50 @@ fn bin(trace: &[f32], k: usize) -> std::borrow::Cow<'_, [f32]> {
         return std::borrow::Cow::Borrowed(trace);
     }
     std::borrow::Cow::Owned(trace.chunks_exact(k).map(|c| c.iter().sum()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::Array2;
+
+    use super::Residual;
+
+    /// The copy-on-write residual against a dense one, deflated the same way.
+    #[test]
+    fn residual_matches_a_dense_mean_free_copy() {
+        let (p, t) = (6, 37);
+        let base = Array2::from_shape_fn((p, t), |(i, j)| 500.0 + ((i * 31 + j * 17) % 23) as f32);
+        let mean = Array2::from_shape_fn((2, 3), |(y, x)| 500.0 + (y * 3 + x) as f32);
+        let mut dense = base.clone();
+        for (i, mut row) in dense.rows_mut().into_iter().enumerate() {
+            row.mapv_inplace(|v| v - mean[[i / 3, i % 3]]);
+        }
+        let mut residual = Residual::new(&base, Some(&mean));
+        let c: Vec<f32> = (0..t).map(|j| (j % 5) as f32 - 2.0).collect();
+        for (p, a) in [(1, 0.5f32), (4, 2.0), (1, -0.25)] {
+            residual.deflate(p, a, &c);
+            for (v, &ci) in dense.row_mut(p).iter_mut().zip(&c) {
+                *v -= a * ci;
+            }
+        }
+        for q in 0..p {
+            let mut acc = vec![1.0f32; t];
+            residual.add_to(q, &mut acc);
+            for (a, d) in acc.iter().zip(dense.row(q)) {
+                assert!(
+                    (a - (1.0 + d)).abs() < 1e-3,
+                    "pixel {q}: {a} vs {}",
+                    1.0 + d
+                );
+            }
+            let want: f32 = dense.row(q).iter().zip(&c).map(|(v, ci)| v * ci).sum();
+            assert!((residual.dot(q, &c) - want).abs() < 1e-2, "pixel {q}");
+        }
+        // Without an offset the rows are the movie's own.
+        let plain = Residual::new(&base, None);
+        assert_eq!(
+            plain.dot(0, &c),
+            crate::vector::dot(base.row(0).to_slice().unwrap(), &c)
+        );
+    }
 }

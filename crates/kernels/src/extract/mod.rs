@@ -13,7 +13,9 @@ pub mod stream;
 pub mod tiles;
 
 pub use cnmf::{Background, CnmfParams, demix};
-pub use detect::{DetectParams, DetectionImages, Morphology, detect, detect_within};
+pub use detect::{
+    DetectParams, DetectionImages, Morphology, detect, detect_pixel_major, detect_within,
+};
 pub use qc::{PARTLY_IN_VIEW, QcParams, QcReport, dense_footprints, quality};
 pub use stream::{ChunkVisitor, FrameChunks, refit};
 

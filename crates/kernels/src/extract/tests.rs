@@ -419,3 +419,31 @@ fn pixel_major_transpose_matches_the_reference() {
         assert_eq!((fast.height, fast.width), (slow.height, slow.width));
     }
 }
+
+/// Detection on the pixel-major movie it hands on to demixing finds what detection on the frames
+/// finds, for both shape priors, and the movie it returns is the transposed input.
+#[test]
+fn detection_on_the_shared_pixel_major_movie_equals_detection_on_frames() {
+    let mut c = SimConfig::preset("dense").unwrap();
+    c.frames = 300;
+    c.height = 64;
+    c.width = 64;
+    c.seed = 5;
+    c.motion_rms_px = 0.0;
+    let sim = Simulation::new(c).unwrap();
+    let movie: Array3<f32> = sim.render(0, 300).mapv(f32::from);
+    for morphology in [Morphology::Soma, Morphology::Any] {
+        let params = DetectParams {
+            radius_px: sim.config().soma_radius_px(),
+            morphology,
+            ..DetectParams::default()
+        };
+        let (want, want_images) = detect(movie.view(), &params);
+        assert!(!want.is_empty(), "{morphology:?}: nothing detected");
+        let (got, images, pm) = detect_pixel_major(movie.clone(), &params, None);
+        assert_eq!(got, want, "{morphology:?}");
+        assert_eq!(images.correlation, want_images.correlation);
+        assert_eq!(images.pnr, want_images.pnr);
+        assert_eq!(pm.data, PixelMovie::from_frames(movie.view()).data);
+    }
+}

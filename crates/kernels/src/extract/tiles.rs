@@ -23,10 +23,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use ndarray::{Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array2, Array3, ArrayView2, s};
 
 use super::cnmf::find;
-use super::{CnmfParams, Component, DetectParams, PixelMovie, demix, detect_within};
+use super::{CnmfParams, Component, DetectParams, demix, detect_pixel_major};
 use crate::KernelError;
 use crate::metrics::pearson;
 
@@ -128,7 +128,7 @@ pub fn extract_tiled<E: From<KernelError>>(
             .into());
         }
         let mask = seedable.map(|m| m.slice_move(s![hy.clone(), hx.clone()]));
-        let (found, images) = detect_within(crop.view(), detect, mask);
+        let (found, images, pm) = detect_pixel_major(crop, detect, mask);
         seeds += found.len();
         let (oy, ox) = (tile.core_y.start - hy.start, tile.core_x.start - hx.start);
         let (cy, cx) = (oy..oy + tile.core_y.len(), ox..ox + tile.core_x.len());
@@ -138,15 +138,7 @@ pub fn extract_tiled<E: From<KernelError>>(
             .slice_mut(whole)
             .assign(&images.correlation.slice(core));
         pnr.slice_mut(whole).assign(&images.pnr.slice(core));
-        if frames > 0 {
-            let m = crop
-                .slice(s![.., cy, cx])
-                .mean_axis(Axis(0))
-                .ok_or_else(|| KernelError::Shape(format!("tile {index} has no frames")))?;
-            mean.slice_mut(whole).assign(&m);
-        }
-        let pm = PixelMovie::from_frames(crop.view());
-        drop(crop);
+        mean.slice_mut(whole).assign(&images.mean.slice(s![cy, cx]));
         let (comps, _) = demix(&pm, found, cnmf);
         let tw = hx.len();
         for mut c in comps {
