@@ -87,10 +87,10 @@ pub fn detect_within(
     params: &DetectParams,
     seedable: Option<ArrayView2<bool>>,
 ) -> (Vec<Component>, DetectionImages) {
-    let images = detection_images(movie, params);
+    let (images, spare) = detection_images(movie, params);
     let found = match params.morphology {
         Morphology::Soma => {
-            let pm = PixelMovie::from_frames(movie);
+            let pm = PixelMovie::from_frames_in(movie, spare);
             seed_components(
                 Residual::new(&pm.data, Some(&images.mean)),
                 &images,
@@ -99,7 +99,7 @@ pub fn detect_within(
             )
         }
         Morphology::Any => {
-            let high = high_passed(movie, &images.mean, params);
+            let high = high_passed(movie, &images.mean, params, spare);
             seed_components(Residual::new(&high.data, None), &images, params, seedable)
         }
     };
@@ -116,10 +116,10 @@ pub fn detect_pixel_major(
     params: &DetectParams,
     seedable: Option<ArrayView2<bool>>,
 ) -> (Vec<Component>, DetectionImages, PixelMovie) {
-    let images = detection_images(movie.view(), params);
+    let (images, spare) = detection_images(movie.view(), params);
     match params.morphology {
         Morphology::Soma => {
-            let pm = PixelMovie::from_frames(movie.view());
+            let pm = PixelMovie::from_frames_in(movie.view(), spare);
             drop(movie);
             let found = seed_components(
                 Residual::new(&pm.data, Some(&images.mean)),
@@ -130,7 +130,7 @@ pub fn detect_pixel_major(
             (found, images, pm)
         }
         Morphology::Any => {
-            let high = high_passed(movie.view(), &images.mean, params);
+            let high = high_passed(movie.view(), &images.mean, params, spare);
             let pm = PixelMovie::from_frames(movie.view());
             drop(movie);
             let found = seed_components(Residual::new(&high.data, None), &images, params, seedable);
@@ -140,8 +140,9 @@ pub fn detect_pixel_major(
 }
 
 /// The seeding images: mean, local correlation and peak-to-noise ratio of the band-passed,
-/// mean-free movie.
-fn detection_images(movie: ArrayView3<f32>, params: &DetectParams) -> DetectionImages {
+/// mean-free movie. Also hands back the band-passed movie's allocation, a tile-sized buffer for the
+/// caller's next working array.
+fn detection_images(movie: ArrayView3<f32>, params: &DetectParams) -> (DetectionImages, Vec<f32>) {
     let (t, h, w) = movie.dim();
     let r = params.radius_px.max(1.0);
     let mean = movie
@@ -174,21 +175,32 @@ fn detection_images(movie: ArrayView3<f32>, params: &DetectParams) -> DetectionI
     let pnr = ndarray::Zip::from(&max)
         .and(&noise)
         .map_collect(|&m, &s| if s > 0.0 { m / s } else { 0.0 });
-    DetectionImages {
-        mean,
-        correlation,
-        pnr,
-    }
+    let (spare, _) = filtered.into_raw_vec_and_offset();
+    (
+        DetectionImages {
+            mean,
+            correlation,
+            pnr,
+        },
+        spare,
+    )
 }
 
 /// The movie minus its mean with smooth background (neuropil) removed by a high-pass (each frame
 /// minus its Gaussian blur at 2r), pixel-major: the residual of [`Morphology::Any`], whose
 /// footprints would otherwise flood the areas that background's shared fluctuations correlate.
 /// Thin processes pass nearly unchanged.
-fn high_passed(movie: ArrayView3<f32>, mean: &Array2<f32>, params: &DetectParams) -> PixelMovie {
+fn high_passed(
+    movie: ArrayView3<f32>,
+    mean: &Array2<f32>,
+    params: &DetectParams,
+    mut buffer: Vec<f32>,
+) -> PixelMovie {
     let (t, h, w) = movie.dim();
     let r = params.radius_px.max(1.0);
-    let mut high = Array3::<f32>::zeros((t, h, w));
+    // Every element is written below.
+    buffer.resize(t * h * w, 0.0);
+    let mut high = Array3::from_shape_vec((t, h, w), buffer).expect("sized to the movie");
     high.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()

@@ -417,6 +417,11 @@ fn pixel_major_transpose_matches_the_reference() {
         let slow = PixelMovie::from_frames_reference(movie);
         assert_eq!(fast.data, slow.data);
         assert_eq!((fast.height, fast.width), (slow.height, slow.width));
+        // Into a used buffer, shorter or longer than the movie: every element is overwritten.
+        for len in [3, movie.len() + 100] {
+            let reused = PixelMovie::from_frames_in(movie, vec![f32::NAN; len]);
+            assert_eq!(reused.data, slow.data);
+        }
     }
 }
 
