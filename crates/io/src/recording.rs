@@ -1,6 +1,6 @@
 //! Reading a recording: a 3-D (t, y, x) Zarr v2 or v3 array of any integer or float type.
 
-use ndarray::{Array3, Ix3};
+use ndarray::{Array3, ArrayViewMut3, Ix3, Zip, s};
 use serde_json::Value;
 use tessera_core::{Box3, Dtype, META_ATTRIBUTE, RecordingMeta, Shape3};
 use zarrs::array::{Array, ArraySubset, ElementOwned};
@@ -341,23 +341,61 @@ impl Recording {
 
     /// Reads a box converted to f32 (exact for integer types up to 24 bits).
     pub fn read_box_f32(&self, b: &Box3) -> Result<Array3<f32>, IoError> {
-        macro_rules! conv {
-            ($t:ty) => {
-                self.read_box_as::<$t>(b).map(|a| a.mapv(|v| v as f32))
+        if self.dtype == Dtype::Float32 {
+            return self.read_box_as::<f32>(b);
+        }
+        let b = Box3::within(&self.shape, b.t.clone(), b.y.clone(), b.x.clone())?;
+        let mut out = Array3::<f32>::zeros(b.shape());
+        self.read_box_f32_into(&b, out.view_mut())?;
+        Ok(out)
+    }
+
+    /// [`Self::read_box_f32`] into `out` (the box's shape), one chunk row of frames at a time:
+    /// the only temporary is one such slab in the stored type, not a second copy of the box.
+    pub fn read_box_f32_into(&self, b: &Box3, mut out: ArrayViewMut3<f32>) -> Result<(), IoError> {
+        let b = Box3::within(&self.shape, b.t.clone(), b.y.clone(), b.x.clone())?;
+        if out.shape() != b.shape() {
+            return Err(IoError::Invalid(format!(
+                "box {b} is {:?} samples, the array given for it {:?}",
+                b.shape(),
+                out.shape()
+            )));
+        }
+        let ct = self.chunks()[0].max(1);
+        let mut t = b.t.start;
+        while t < b.t.end {
+            let end = ((t / ct + 1) * ct).min(b.t.end);
+            let slab = Box3 {
+                t: t..end,
+                y: b.y.clone(),
+                x: b.x.clone(),
             };
+            let mut dst = out.slice_mut(s![
+                (t - b.t.start) as usize..(end - b.t.start) as usize,
+                ..,
+                ..
+            ]);
+            macro_rules! conv {
+                ($t:ty) => {{
+                    let a = self.read_box_as::<$t>(&slab)?;
+                    Zip::from(&mut dst).and(&a).for_each(|d, &v| *d = v as f32);
+                }};
+            }
+            match self.dtype {
+                Dtype::Uint8 => conv!(u8),
+                Dtype::Uint16 => conv!(u16),
+                Dtype::Uint32 => conv!(u32),
+                Dtype::Uint64 => conv!(u64),
+                Dtype::Int8 => conv!(i8),
+                Dtype::Int16 => conv!(i16),
+                Dtype::Int32 => conv!(i32),
+                Dtype::Int64 => conv!(i64),
+                Dtype::Float32 => conv!(f32),
+                Dtype::Float64 => conv!(f64),
+            }
+            t = end;
         }
-        match self.dtype {
-            Dtype::Uint8 => conv!(u8),
-            Dtype::Uint16 => conv!(u16),
-            Dtype::Uint32 => conv!(u32),
-            Dtype::Uint64 => conv!(u64),
-            Dtype::Int8 => conv!(i8),
-            Dtype::Int16 => conv!(i16),
-            Dtype::Int32 => conv!(i32),
-            Dtype::Int64 => conv!(i64),
-            Dtype::Float32 => self.read_box_as::<f32>(b),
-            Dtype::Float64 => conv!(f64),
-        }
+        Ok(())
     }
 
     /// After a failed read, finds the first chunk of the box that cannot be decoded, so the error

@@ -5,7 +5,7 @@ use tessera_core::{Box3, Dtype, Shape3};
 
 use crate::{Output, Recording, RecordingWriter, Sample, WriteOptions};
 
-fn roundtrip<T: Sample + PartialEq + std::fmt::Debug>(name: &str, f: impl Fn(usize) -> T) {
+fn roundtrip<T: Sample + PartialEq + std::fmt::Debug + ToF64>(name: &str, f: impl Fn(usize) -> T) {
     let uri = format!("memory://roundtrip-{name}");
     let shape = Shape3::new(23, 19, 31).unwrap();
     let data = Array3::from_shape_fn((23, 19, 31), |(t, y, x)| f(t * 1000 + y * 37 + x));
@@ -39,8 +39,37 @@ fn roundtrip<T: Sample + PartialEq + std::fmt::Debug>(name: &str, f: impl Fn(usi
             x.start as usize..x.end as usize
         ]);
         assert_eq!(got, want, "{name} box {b}");
+        // The f32 reads go a chunk row of frames at a time (boxes across 1-5 chunk rows here).
+        let want_f32 = rec
+            .read_box_as::<T>(&b)
+            .unwrap()
+            .mapv(|v| v.to_f64() as f32);
+        assert_eq!(
+            rec.read_box_f32(&b).unwrap(),
+            want_f32,
+            "{name} box {b} as f32"
+        );
+        let mut into = Array3::<f32>::from_elem(want_f32.dim(), f32::NAN);
+        rec.read_box_f32_into(&b, into.view_mut()).unwrap();
+        assert_eq!(into, want_f32, "{name} box {b} into an array");
     }
+    // An array of another shape than the box is refused.
+    let b = Box3::within(&shape, 0..2, 0..2, 0..2).unwrap();
+    let err = rec
+        .read_box_f32_into(&b, Array3::<f32>::zeros((2, 2, 3)).view_mut())
+        .unwrap_err();
+    assert!(err.to_string().contains("[2, 2, 2]"), "{err}");
 }
+
+/// The value a sample stands for, to compare f32 reads against.
+trait ToF64 {
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! to_f64 {
+    ($($t:ty),*) => {$(impl ToF64 for $t { fn to_f64(self) -> f64 { self as f64 } })*};
+}
+to_f64!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
 
 #[test]
 fn every_dtype_round_trips_through_memory() {

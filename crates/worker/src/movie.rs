@@ -92,7 +92,12 @@ impl MovieReader {
                 y: y.start - p.core.y.start..y.end - p.core.y.start,
                 x: x.start - p.core.x.start..x.end - p.core.x.start,
             };
-            let data = self.piece(i)?.read_box_f32(&inner)?;
+            let mut data = out.slice_mut(s![
+                local(&t, b.t.start),
+                local(&y, b.y.start),
+                local(&x, b.x.start)
+            ]);
+            self.piece(i)?.read_box_f32_into(&inner, data.view_mut())?;
             if let Some(((dt, dy, dx), v)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) {
                 return Err(WorkerError::Data(format!(
                     "{} holds a non-finite value ({v}) at frame {}, pixel ({}, {}): the analysis needs finite data (crop or fill such pixels first)",
@@ -103,12 +108,6 @@ impl MovieReader {
                 )));
             }
             covered += data.len();
-            out.slice_mut(s![
-                local(&t, b.t.start),
-                local(&y, b.y.start),
-                local(&x, b.x.start)
-            ])
-            .assign(&data);
         }
         if covered != out.len() {
             return Err(WorkerError::Spec(format!(
