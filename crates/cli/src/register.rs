@@ -20,7 +20,7 @@
 //! ```
 
 use anyhow::Context;
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, Array3, Axis, s};
 use rayon::prelude::*;
 use serde_json::json;
 use tessera_core::{Box3, Dtype};
@@ -54,8 +54,8 @@ pub struct Args {
 /// Shifts of every frame, and for piecewise registration each frame's block shifts (dy, dx grids).
 type Shifts = (Vec<FrameShift>, Vec<(Array2<f32>, Array2<f32>)>);
 
-/// One registered frame: its rigid shift, its block shifts (piecewise only) and its pixels.
-type Registered<T> = (FrameShift, Option<(Array2<f32>, Array2<f32>)>, Array2<T>);
+/// One registered frame's rigid shift and block shifts (piecewise only).
+type Registered = (FrameShift, Option<(Array2<f32>, Array2<f32>)>);
 
 /// Frames the first pass samples at most: enough for the median position to within a few
 /// hundredths of a pixel, while the second pass still registers every frame.
@@ -106,6 +106,9 @@ fn register_into<T: Sample>(
     let mut writer = RecordingWriter::<T>::create(output, shape, options)?;
     let mut shifts = Vec::with_capacity(shape.t as usize);
     let mut blocks = Vec::new();
+    // One chunk row of registered frames, reused row after row.
+    let rows = rec.chunks()[0].clamp(1, shape.t.max(1)) as usize;
+    let mut out = Array3::<T>::default((rows, shape.y as usize, shape.x as usize));
     crate::transform::for_each_chunk_row(rec, 1, |t, block| {
         let n = block.len_of(Axis(0));
         // Rigid shifts two frames per FFT; piecewise registration estimates its own.
@@ -113,34 +116,33 @@ fn register_into<T: Sample>(
             Some(_) => Vec::new(),
             None => reg.estimate_all(block.view()),
         };
-        let done: Vec<Registered<T>> = (0..n)
+        let mut dst = out.slice_mut(s![..n, .., ..]);
+        let done: Vec<Registered> = dst
+            .axis_iter_mut(Axis(0))
             .into_par_iter()
-            .map(|i| {
+            .enumerate()
+            .map(|(i, mut o)| {
                 let frame = block.index_axis(Axis(0), i);
-                match piecewise {
+                let (shift, block_shifts, pixels) = match piecewise {
                     Some(pw) => {
                         let s = pw.estimate(frame);
-                        let out = pw.apply(frame, &s).mapv(T::from_f32);
-                        (s.rigid, Some((s.block_dy, s.block_dx)), out)
+                        let pixels = pw.apply(frame, &s);
+                        (s.rigid, Some((s.block_dy, s.block_dx)), pixels)
                     }
                     None => {
                         let s = rigid[i];
-                        (
-                            s,
-                            None,
-                            shift_frame_filled(frame, s.dy, s.dx, reg.template().view())
-                                .mapv(T::from_f32),
-                        )
+                        let pixels = shift_frame_filled(frame, s.dy, s.dx, reg.template().view());
+                        (s, None, pixels)
                     }
-                }
+                };
+                ndarray::Zip::from(&mut o)
+                    .and(&pixels)
+                    .for_each(|d, &v| *d = T::from_f32(v));
+                (shift, block_shifts)
             })
             .collect();
-        let views: Vec<_> = done
-            .iter()
-            .map(|d| d.2.view().insert_axis(Axis(0)))
-            .collect();
-        writer.append(ndarray::concatenate(Axis(0), &views)?.view())?;
-        for (s, b, _) in done {
+        writer.append(dst.view())?;
+        for (s, b) in done {
             shifts.push(s);
             if let Some(b) = b {
                 blocks.push(b);

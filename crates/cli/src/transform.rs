@@ -1,27 +1,33 @@
 //! The arguments every processing command shares: a recording in, an output location out.
 
 use anyhow::Context;
-use ndarray::Array3;
+use ndarray::{Array3, ArrayView3, s};
 use tessera_core::Box3;
 use tessera_io::{Location, Output, Recording};
 
 /// Streams `rec` as blocks of whole frames, one chunk row at a time (at least `min_frames` frames
-/// per block, except the last), calling `f(first_frame, block)` in order. Read errors name the
-/// frames.
+/// per block, except the last), calling `f(first_frame, block)` in order. The blocks are read into
+/// one reused buffer, so a long recording does not fault in a fresh block-sized array per row. Read
+/// errors name the frames.
 pub fn for_each_chunk_row(
     rec: &Recording,
     min_frames: u64,
-    mut f: impl FnMut(u64, Array3<f32>) -> anyhow::Result<()>,
+    mut f: impl FnMut(u64, ArrayView3<f32>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let shape = rec.shape();
     let ct = rec.chunks()[0].max(min_frames).max(1);
+    let (h, w) = (shape.y as usize, shape.x as usize);
+    let mut buffer = Array3::<f32>::zeros((ct.min(shape.t) as usize, h, w));
     let mut t = 0;
     while t < shape.t {
         let end = (t + ct).min(shape.t);
-        let block = rec
-            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
-            .with_context(|| format!("failed to read frames {t}..{end}"))?;
-        f(t, block)?;
+        let mut block = buffer.slice_mut(s![..(end - t) as usize, .., ..]);
+        rec.read_box_f32_into(
+            &Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?,
+            block.view_mut(),
+        )
+        .with_context(|| format!("failed to read frames {t}..{end}"))?;
+        f(t, block.view())?;
         t = end;
     }
     Ok(())

@@ -696,9 +696,14 @@ impl<T: Sample> RecordingWriter<T> {
         while rest.len_of(Axis(0)) > 0 {
             let take = (self.chunk_t - self.pending_frames).min(rest.len_of(Axis(0)));
             let (head, tail) = rest.split_at(Axis(0), take);
+            rest = tail;
+            if self.pending_frames == 0 && take == self.chunk_t {
+                // A whole chunk row: stored from the caller's frames, no copy held.
+                self.store(head)?;
+                continue;
+            }
             self.pending.push(head.to_owned());
             self.pending_frames += take;
-            rest = tail;
             if self.pending_frames == self.chunk_t {
                 self.flush()?;
             }
@@ -712,8 +717,16 @@ impl<T: Sample> RecordingWriter<T> {
         }
         let views: Vec<_> = self.pending.iter().map(|a| a.view()).collect();
         let block = concatenate(Axis(0), &views).map_err(|e| IoError::Invalid(e.to_string()))?;
+        self.store(block.view())?;
+        self.pending.clear();
+        self.pending_frames = 0;
+        Ok(())
+    }
+
+    /// Writes `block` as the frames after those written so far.
+    fn store(&mut self, block: ArrayView3<T>) -> Result<(), IoError> {
         let t0 = self.next_t;
-        let t1 = t0 + self.pending_frames as u64;
+        let t1 = t0 + block.len_of(Axis(0)) as u64;
         self.array
             .store_array_subset(&[t0..t1, 0..self.shape.y, 0..self.shape.x], &block)
             .map_err(|e| IoError::Write {
@@ -722,8 +735,6 @@ impl<T: Sample> RecordingWriter<T> {
                 reason: e.to_string(),
             })?;
         self.next_t = t1;
-        self.pending.clear();
-        self.pending_frames = 0;
         Ok(())
     }
 
