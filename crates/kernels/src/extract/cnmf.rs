@@ -446,13 +446,15 @@ pub(super) fn update_background_traces(
     mut f: ArrayViewMut2<f32>,
 ) {
     let rank = b.ncols();
+    // b_j^T Y for every j in one pass over Y (b is fixed here; only f changes).
+    let bty = weighted_row_sums(y, b.view());
     for j in 0..rank {
         let bj = b.column(j).to_owned();
         let bb = bj.dot(&bj);
         if bb <= 0.0 {
             continue;
         }
-        let mut e = weighted_row_sum(y, &bj);
+        let mut e = bty.row(j).to_owned();
         for k in 0..shapes.masks.len() {
             let s: f32 = shapes.masks[k]
                 .iter()
@@ -546,18 +548,23 @@ impl BackgroundStats {
     }
 }
 
-/// `sum_p w[p] * y[p, :]` (that is, `Y^T w`) over contiguous rows, in parallel blocks of pixels
-/// added in a fixed order so the result does not depend on the number of threads.
-fn weighted_row_sum(y: ArrayView2<f32>, w: &Array1<f32>) -> Array1<f32> {
+/// `sum_p w[p, j] * y[p, :]` for every column j of `w` (that is, `(Y^T W)^T`, columns x frames),
+/// in one pass over the rows of `y`: parallel blocks of pixels, added in a fixed order so the
+/// result does not depend on the number of threads. Row j equals the single-column sum for `w`'s
+/// column j bit for bit (the same products, in the same order).
+fn weighted_row_sums(y: ArrayView2<f32>, w: ArrayView2<f32>) -> Array2<f32> {
     const BLOCK: usize = 512;
-    let t = y.ncols();
-    let partial: Vec<Array1<f32>> = (0..y.nrows().div_ceil(BLOCK))
+    let (t, k) = (y.ncols(), w.ncols());
+    let partial: Vec<Array2<f32>> = (0..y.nrows().div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
-            let mut acc = Array1::<f32>::zeros(t);
+            let mut acc = Array2::<f32>::zeros((k, t));
             for p in b * BLOCK..((b + 1) * BLOCK).min(y.nrows()) {
-                if w[p] != 0.0 {
-                    acc.scaled_add(w[p], &y.row(p));
+                for j in 0..k {
+                    let wp = w[[p, j]];
+                    if wp != 0.0 {
+                        acc.row_mut(j).scaled_add(wp, &y.row(p));
+                    }
                 }
             }
             acc
@@ -565,7 +572,7 @@ fn weighted_row_sum(y: ArrayView2<f32>, w: &Array1<f32>) -> Array1<f32> {
         .collect();
     partial
         .into_iter()
-        .fold(Array1::<f32>::zeros(t), |acc, part| acc + part)
+        .fold(Array2::<f32>::zeros((k, t)), |acc, part| acc + part)
 }
 
 /// Root of `i` in a union-find forest, compressing the path on the way.
@@ -664,25 +671,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weighted_row_sum_is_y_transpose_times_w() {
-        // More rows than one block, some zero weights.
+    fn weighted_row_sums_are_y_transpose_times_w() {
+        // More rows than one block, some zero weights, two columns.
         let y = Array2::from_shape_fn((1300, 7), |(p, t)| ((p * 7 + t * 3) % 11) as f32 - 5.0);
-        let w = Array1::from_shape_fn(1300, |p| {
-            if p % 5 == 0 {
+        let w = Array2::from_shape_fn((1300, 2), |(p, j)| {
+            if p % (5 + j) == 0 {
                 0.0
             } else {
-                (p % 13) as f32 * 0.1
+                ((p + 3 * j) % 13) as f32 * 0.1
             }
         });
-        let fast = weighted_row_sum(y.view(), &w);
-        for t in 0..7 {
-            let slow: f64 = (0..1300)
-                .map(|p| f64::from(y[[p, t]]) * f64::from(w[p]))
-                .sum();
-            assert!(
-                (f64::from(fast[t]) - slow).abs() < 1e-3 * slow.abs().max(1.0),
-                "{t}"
-            );
+        let fast = weighted_row_sums(y.view(), w.view());
+        assert_eq!(fast.dim(), (2, 7));
+        for j in 0..2 {
+            for t in 0..7 {
+                let slow: f64 = (0..1300)
+                    .map(|p| f64::from(y[[p, t]]) * f64::from(w[[p, j]]))
+                    .sum();
+                assert!(
+                    (f64::from(fast[[j, t]]) - slow).abs() < 1e-3 * slow.abs().max(1.0),
+                    "{j} {t}"
+                );
+            }
         }
     }
 
