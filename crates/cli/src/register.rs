@@ -72,7 +72,7 @@ fn estimate_shifts(
     let shape = rec.shape();
     let ct = rec.chunks()[0].max(1);
     let rows = shape.t.div_ceil(ct);
-    let picked = CENTRING_FRAMES.div_ceil(ct).clamp(1, rows);
+    let picked = CENTRING_FRAMES.div_ceil(ct).clamp(1, rows.max(1));
     let mut shifts = Vec::with_capacity(CENTRING_FRAMES.min(shape.t) as usize);
     for i in 0..picked {
         let t = i * rows / picked * ct;

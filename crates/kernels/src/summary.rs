@@ -180,14 +180,16 @@ impl RowMoments {
         let bf = BLOCK_FRAMES.min(t);
         // Deviations of the block's frames from the block's mean, frame after frame.
         let (mut da, mut db) = (vec![0.0f32; bf * w], vec![0.0f32; bf * w]);
+        // Block means: in f32 for the deviations, in f64 for the merge.
         let (mut ma, mut mb) = (vec![0.0f32; w], vec![0.0f32; w]);
+        let (mut ma64, mut mb64) = (z(), z());
         let mut acc: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0.0f32; w]);
         for f0 in (0..t).step_by(bf) {
             let nb = bf.min(t - f0);
             // The block mean is summed in f64 (an f32 sum of values on a large baseline loses
             // digits the correlation of small fluctuations needs).
-            let copy = |row: usize, dst: &mut [f32], m: &mut [f32]| {
-                let mut sum = vec![0.0f64; w];
+            let copy = |row: usize, dst: &mut [f32], m: &mut [f32], sum: &mut [f64]| {
+                sum.iter_mut().for_each(|v| *v = 0.0);
                 for (f, d) in dst.chunks_exact_mut(w).take(nb).enumerate() {
                     let src = movie.slice(s![f0 + f, row, ..]);
                     match src.as_slice() {
@@ -198,16 +200,17 @@ impl RowMoments {
                         .zip(d.iter())
                         .for_each(|(s, &v)| *s += f64::from(v));
                 }
-                for (mi, s) in m.iter_mut().zip(&sum) {
-                    *mi = (s / nb as f64) as f32;
+                for (mi, s) in m.iter_mut().zip(sum.iter_mut()) {
+                    *s /= nb as f64;
+                    *mi = *s as f32;
                 }
                 for d in dst.chunks_exact_mut(w).take(nb) {
                     d.iter_mut().zip(m.iter()).for_each(|(v, &mi)| *v -= mi);
                 }
             };
-            copy(y, &mut da, &mut ma);
+            copy(y, &mut da, &mut ma, &mut ma64);
             if below {
-                copy(y + 1, &mut db, &mut mb);
+                copy(y + 1, &mut db, &mut mb, &mut mb64);
             }
             acc.iter_mut()
                 .for_each(|a| a.iter_mut().for_each(|v| *v = 0.0));
@@ -233,31 +236,33 @@ impl RowMoments {
                     }
                 }
             }
-            // Merge the block (nb frames, mean ma / mb) into the totals (n frames).
+            // Merge the block (nb frames, mean ma64 / mb64) into the totals (n frames). Its moments
+            // are about the f32-rounded means; that differs from moments about the exact ones by
+            // nb e^2 for a rounding e, far below the f32 sums' own rounding.
             let (na, nbf) = (n as f64, nb as f64);
             let tot = na + nbf;
             let fct = na * nbf / tot;
-            let delta = |m: &[f32], run: &[f64], x: usize| f64::from(m[x]) - run[x];
+            let delta = |m: &[f64], run: &[f64], x: usize| m[x] - run[x];
             for x in 0..w {
-                let dx = delta(&ma, &r.mean, x);
+                let dx = delta(&ma64, &r.mean, x);
                 r.m2[x] += f64::from(m2[x]) + dx * dx * fct;
                 if x + 1 < w {
-                    r.co[0][x] += f64::from(c0[x]) + dx * delta(&ma, &r.mean, x + 1) * fct;
+                    r.co[0][x] += f64::from(c0[x]) + dx * delta(&ma64, &r.mean, x + 1) * fct;
                 }
                 if below {
-                    r.co[1][x] += f64::from(c1[x]) + dx * delta(&mb, &mean_b, x) * fct;
+                    r.co[1][x] += f64::from(c1[x]) + dx * delta(&mb64, &mean_b, x) * fct;
                     if x + 1 < w {
-                        r.co[2][x] += f64::from(c2[x]) + dx * delta(&mb, &mean_b, x + 1) * fct;
+                        r.co[2][x] += f64::from(c2[x]) + dx * delta(&mb64, &mean_b, x + 1) * fct;
                     }
                     if x > 0 {
-                        r.co[3][x] += f64::from(c3[x]) + dx * delta(&mb, &mean_b, x - 1) * fct;
+                        r.co[3][x] += f64::from(c3[x]) + dx * delta(&mb64, &mean_b, x - 1) * fct;
                     }
                 }
             }
             for x in 0..w {
-                r.mean[x] += delta(&ma, &r.mean, x) * nbf / tot;
+                r.mean[x] += delta(&ma64, &r.mean, x) * nbf / tot;
                 if below {
-                    mean_b[x] += delta(&mb, &mean_b, x) * nbf / tot;
+                    mean_b[x] += delta(&mb64, &mean_b, x) * nbf / tot;
                 }
             }
             n += nb;
@@ -349,6 +354,22 @@ mod tests {
             .unwrap()
             .merge(&LocalCorrelation::from_movie(m.slice(s![71.., .., ..])))
             .unwrap();
+        // The mean (two blocks of frames here) and M2 against plain f64 sums.
+        for ((y, x), &got_mean) in whole.mean.indexed_iter() {
+            let tr: Vec<f64> = m
+                .slice(s![.., y, x])
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let mean = tr.iter().sum::<f64>() / tr.len() as f64;
+            let m2: f64 = tr.iter().map(|v| (v - mean) * (v - mean)).sum();
+            assert!(
+                (got_mean - mean).abs() < 1e-9 * mean.abs(),
+                "mean {got_mean} vs {mean}"
+            );
+            let got = whole.m2[[y, x]];
+            assert!((got - m2).abs() < 1e-4 * m2, "M2 {got} vs {m2}");
+        }
         assert_eq!(merged.frames, 120);
         for (a, b) in merged.image().iter().zip(want.iter()) {
             assert!((a - b).abs() < 1e-5, "merged {a} vs {b}");

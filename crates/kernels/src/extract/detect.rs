@@ -109,7 +109,8 @@ pub fn detect_within(
 /// [`detect_within`] on a movie the caller demixes next: the movie is transposed to pixel-major
 /// once, that copy serves as detection's residual (rows are copied only where a component
 /// deflates them) and is returned for demixing, and the frame-major movie is freed as soon as it
-/// is transposed (at most two tile-sized copies are held at any time). The components are those of
+/// is transposed. For somata at most two tile-sized copies are held at any time (three for
+/// [`Morphology::Any`], whose residual is a high-passed copy). The components are those of
 /// [`detect_within`].
 pub fn detect_pixel_major(
     movie: Array3<f32>,
