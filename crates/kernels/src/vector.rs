@@ -6,27 +6,14 @@
 /// the same on every machine and thread count; it differs from the sequential sum only by
 /// rounding.
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
+    // `x - 0.0` is `x` for every float (the compiler drops the subtraction).
+    dot_offset(a, 0.0, b)
 }
 
 /// `sum_i (a[i] - o) b[i]`, as [`dot`]: the offset is taken off each element before the product
 /// (not as `o sum b` afterwards, which would cancel catastrophically when `a` sits on a large
 /// baseline).
+#[inline]
 pub(crate) fn dot_offset(a: &[f32], o: f32, b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
