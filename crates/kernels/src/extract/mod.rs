@@ -50,7 +50,12 @@ impl PixelMovie {
         let hw = h * w;
         let movie = movie.as_standard_layout();
         let src = movie.as_slice().expect("standard layout");
-        buffer.resize(hw * t, 0.0);
+        if buffer.is_empty() {
+            // A fresh allocation: zeroed pages from the system, not a pass of writes.
+            buffer = vec![0.0; hw * t];
+        } else {
+            buffer.resize(hw * t, 0.0);
+        }
         let mut data = Array2::from_shape_vec((hw, t), buffer).expect("sized to the movie");
         if let Some(dst) = data.as_slice_mut() {
             dst.par_chunks_mut(PIXELS * t.max(1))
