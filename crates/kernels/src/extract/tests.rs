@@ -5,6 +5,15 @@ use crate::KernelError;
 use crate::metrics::{RoiMask, pearson, score_iou};
 use crate::sim::{SimConfig, Simulation};
 
+/// A simulation of `preset` without motion, `frames` x `size` x `size`, and its movie as f32.
+fn still_movie(preset: &str, frames: usize, size: usize, seed: u64) -> (Simulation, Array3<f32>) {
+    let mut c = SimConfig::preset(preset).unwrap();
+    (c.frames, c.height, c.width, c.seed, c.motion_rms_px) = (frames, size, size, seed, 0.0);
+    let sim = Simulation::new(c).unwrap();
+    let movie = sim.render(0, frames).mapv(f32::from);
+    (sim, movie)
+}
+
 fn run(
     preset: &str,
     seed: u64,
@@ -14,14 +23,7 @@ fn run(
     crate::sim::GroundTruth,
     usize,
 ) {
-    let mut c = SimConfig::preset(preset).unwrap();
-    c.frames = 600;
-    c.height = 96;
-    c.width = 96;
-    c.seed = seed;
-    c.motion_rms_px = 0.0;
-    let sim = Simulation::new(c).unwrap();
-    let movie: Array3<f32> = sim.render(0, 600).mapv(f32::from);
+    let (sim, movie) = still_movie(preset, 600, 96, seed);
     let r = sim.config().soma_radius_px();
     let params = DetectParams {
         radius_px: r,
@@ -274,14 +276,7 @@ fn refit_recovers_traces_of_overlapping_footprints_from_scratch() {
 fn streamed_refit_and_qc_match_the_one_chunk_result() {
     // A simulated field with demixed components; the refit and QC streamed over chunks of 7, 64 and
     // 599 frames must agree with the movie held as one chunk (only float sums are reordered).
-    let mut c = SimConfig::preset("base").unwrap();
-    c.frames = 600;
-    c.height = 64;
-    c.width = 64;
-    c.seed = 5;
-    c.motion_rms_px = 0.0;
-    let sim = Simulation::new(c).unwrap();
-    let movie: Array3<f32> = sim.render(0, 600).mapv(f32::from);
+    let (sim, movie) = still_movie("base", 600, 64, 5);
     let r = sim.config().soma_radius_px();
     let (found, _) = detect(
         movie.view(),
@@ -351,10 +346,7 @@ fn footprints_partly_out_of_view_need_the_stricter_r_value() {
     let (comps, qc, _, w) = run("base", 3);
     // Re-score the same components with an in-view map: the left half of the field was in view
     // in 60% of the frames, the right half always.
-    let mut c = SimConfig::preset("base").unwrap();
-    (c.frames, c.height, c.width, c.seed, c.motion_rms_px) = (600, 96, 96, 3, 0.0);
-    let sim = Simulation::new(c).unwrap();
-    let movie: Array3<f32> = sim.render(0, 600).mapv(f32::from);
+    let (sim, movie) = still_movie("base", 600, 96, 3);
     let pm = PixelMovie::from_frames(movie.view());
     let r = sim.config().soma_radius_px();
     let (comps, bg) = refit(
@@ -429,14 +421,7 @@ fn pixel_major_transpose_matches_the_reference() {
 /// finds, for both shape priors, and the movie it returns is the transposed input.
 #[test]
 fn detection_on_the_shared_pixel_major_movie_equals_detection_on_frames() {
-    let mut c = SimConfig::preset("dense").unwrap();
-    c.frames = 300;
-    c.height = 64;
-    c.width = 64;
-    c.seed = 5;
-    c.motion_rms_px = 0.0;
-    let sim = Simulation::new(c).unwrap();
-    let movie: Array3<f32> = sim.render(0, 300).mapv(f32::from);
+    let (sim, movie) = still_movie("dense", 300, 64, 5);
     for morphology in [Morphology::Soma, Morphology::Any] {
         let params = DetectParams {
             radius_px: sim.config().soma_radius_px(),
