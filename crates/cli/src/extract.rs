@@ -27,7 +27,7 @@ use tessera_kernels::extract::{
     CnmfParams, DetectParams, DetectionImages, Morphology, QcParams, demix, detect_pixel_major,
     quality, refit,
 };
-use tessera_kernels::register::in_view_fraction;
+use tessera_kernels::register::{FrameShift, RigidParams, in_view_fraction, register_in_place};
 use tessera_kernels::traces::{component_fluorescence, dff};
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +73,18 @@ pub struct Args {
     /// runs of frames, so the movie is never loaded whole (default with --tile-size: 2GiB).
     #[arg(long, value_parser = crate::transform::parse_bytes)]
     pub memory_budget: Option<u64>,
+    /// Register the movie first, in memory (rigid phase correlation, the method of `tessera
+    /// register`): the recording is read once and no registered copy is written; the shifts and the
+    /// template go to <out>/registration. The movie must fit in memory as one tile (not with
+    /// --tile-size or --memory-budget: run `tessera register` first).
+    #[arg(long)]
+    pub register: bool,
+    /// With --register: largest shift searched, in pixels.
+    #[arg(long, default_value_t = RigidParams::default().max_shift_px, requires = "register")]
+    pub max_shift: f64,
+    /// With --register: frames sampled to build the template.
+    #[arg(long, default_value_t = RigidParams::default().template_frames, requires = "register")]
+    pub template_frames: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -252,6 +264,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => 30.0,
     };
+    // On a registered movie, seed only where the field was in view in enough frames (--min-in-view).
+    let stored_in_view = registered_in_view(&rec, shape.y as usize, shape.x as usize)?;
+    let tiled = args.tile_size.is_some() || args.memory_budget.is_some();
+    if args.register && tiled {
+        bail!(
+            "--register registers the whole movie in memory, so it cannot be combined with --tile-size or --memory-budget: run `tessera register` first and extract from its output"
+        );
+    }
+    if args.register && stored_in_view.is_some() {
+        bail!(
+            "{} was already registered by `tessera register` (it holds registration/shifts): drop --register",
+            args.io.uri
+        );
+    }
     let output = args.io.create_output()?;
     let reader = tessera_worker::MovieReader::open(&crate::transform::whole(&rec, &args.io.uri))?;
     let started = std::time::Instant::now();
@@ -269,9 +295,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         ..DetectParams::default()
     };
-    // On a registered movie, seed only where the field was in view in enough frames (--min-in-view).
-    let in_view = registered_in_view(&rec, shape.y as usize, shape.x as usize)?;
-    let seedable = in_view.as_ref().map(|f| f.mapv(|v| v >= args.min_in_view));
+    let rigid_params = RigidParams {
+        max_shift_px: args.max_shift,
+        template_frames: args.template_frames,
+        ..RigidParams::default()
+    };
     let cnmf_params = CnmfParams {
         search_radius_px: 2.0 * radius,
         merge_threshold: args.merge_threshold,
@@ -283,83 +311,95 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         qc_params.max_size_px = usize::MAX;
     }
     let (t, h, w) = (shape.t as usize, shape.y as usize, shape.x as usize);
-    let (comps, bg, qc, images, n_seeds, tiling) =
-        if args.tile_size.is_none() && args.memory_budget.is_none() {
-            let movie = reader
-                .read(&shape.full_box())
-                .with_context(|| format!("failed to read {}", args.io.uri))?;
-            if movie.is_empty() {
-                bail!("{} has no frames", args.io.uri);
-            }
-            // Detection transposes the movie to pixel-major once and hands that copy on to
-            // demixing; the frame-major movie is freed as soon as it is transposed.
-            let (found, images, pm) =
-                detect_pixel_major(movie, &detect_params, seedable.as_ref().map(|m| m.view()));
-            let n_seeds = found.len();
-            let (comps, _) = demix(&pm, found, &cnmf_params);
-            // The same final step as the tiled path: traces and background refit from the final
-            // footprints, so a tiled and an untiled run differ only where their footprints do.
-            let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
-            let qc = quality(&pm, &comps, &bg, &qc_params, in_view.as_ref())?;
-            (comps, bg, qc, images, n_seeds, serde_json::Value::Null)
+    let mut registration = None;
+    let (comps, bg, qc, images, n_seeds, tiling) = if !tiled {
+        let mut movie = reader
+            .read(&shape.full_box())
+            .with_context(|| format!("failed to read {}", args.io.uri))?;
+        if movie.is_empty() {
+            bail!("{} has no frames", args.io.uri);
+        }
+        let in_view = if args.register {
+            let (reg, shifts) = register_in_place(movie.view_mut(), &rigid_params)
+                .with_context(|| format!("failed to register {}", args.io.uri))?;
+            let pairs: Vec<(f32, f32)> = shifts.iter().map(|s| (s.dy, s.dx)).collect();
+            registration = Some((reg, shifts));
+            Some(in_view_fraction(&pairs, h, w))
         } else {
-            let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
-            let plan = plan_streaming(
-                shape,
-                rec.chunks(),
-                radius,
-                budget,
-                args.tile_size,
-                args.morphology,
-            )?;
-            let merge = MergeParams {
-                margin_px: radius / 2.0,
-                merge_threshold: args.merge_threshold,
-            };
-            let bin = plan.bin_frames.max(1);
-            // On binned tiles, detection's own binning shrinks by the same factor.
-            let tile_detect = DetectParams {
-                bin_frames: detect_params.bin_frames.div_ceil(bin as usize),
-                ..detect_params.clone()
-            };
-            let mut r = extract_tiled(
-                (t.div_ceil(bin as usize), h, w),
-                &plan.windows,
-                |_, window| -> anyhow::Result<ndarray::Array3<f32>> {
-                    let r = |r: &std::ops::Range<usize>| r.start as u64..r.end as u64;
-                    Ok(reader.read_binned(r(&window.halo_y), r(&window.halo_x), bin)?)
-                },
-                &tile_detect,
-                seedable.as_ref().map(|m| m.view()),
-                &cnmf_params,
-                &merge,
-            )?;
-            if bin > 1 {
-                // The refit starts from the tiles' traces held over each bin's frames.
-                for c in &mut r.components {
-                    c.trace = (0..t)
-                        .map(|i| c.trace.get(i / bin as usize).copied().unwrap_or(0.0))
-                        .collect();
-                }
+            stored_in_view
+        };
+        let seedable = in_view.as_ref().map(|f| f.mapv(|v| v >= args.min_in_view));
+        // Detection transposes the movie to pixel-major once and hands that copy on to
+        // demixing; the frame-major movie is freed as soon as it is transposed.
+        let (found, images, pm) =
+            detect_pixel_major(movie, &detect_params, seedable.as_ref().map(|m| m.view()));
+        let n_seeds = found.len();
+        let (comps, _) = demix(&pm, found, &cnmf_params);
+        // The same final step as the tiled path: traces and background refit from the final
+        // footprints, so a tiled and an untiled run differ only where their footprints do.
+        let (comps, bg) = refit(&pm, comps, &cnmf_params)?;
+        let qc = quality(&pm, &comps, &bg, &qc_params, in_view.as_ref())?;
+        (comps, bg, qc, images, n_seeds, serde_json::Value::Null)
+    } else {
+        let in_view = stored_in_view;
+        let seedable = in_view.as_ref().map(|f| f.mapv(|v| v >= args.min_in_view));
+        let budget = args.memory_budget.unwrap_or(DEFAULT_BUDGET);
+        let plan = plan_streaming(
+            shape,
+            rec.chunks(),
+            radius,
+            budget,
+            args.tile_size,
+            args.morphology,
+        )?;
+        let merge = MergeParams {
+            margin_px: radius / 2.0,
+            merge_threshold: args.merge_threshold,
+        };
+        let bin = plan.bin_frames.max(1);
+        // On binned tiles, detection's own binning shrinks by the same factor.
+        let tile_detect = DetectParams {
+            bin_frames: detect_params.bin_frames.div_ceil(bin as usize),
+            ..detect_params.clone()
+        };
+        let mut r = extract_tiled(
+            (t.div_ceil(bin as usize), h, w),
+            &plan.windows,
+            |_, window| -> anyhow::Result<ndarray::Array3<f32>> {
+                let r = |r: &std::ops::Range<usize>| r.start as u64..r.end as u64;
+                Ok(reader.read_binned(r(&window.halo_y), r(&window.halo_x), bin)?)
+            },
+            &tile_detect,
+            seedable.as_ref().map(|m| m.view()),
+            &cnmf_params,
+            &merge,
+        )?;
+        if bin > 1 {
+            // The refit starts from the tiles' traces held over each bin's frames.
+            for c in &mut r.components {
+                c.trace = (0..t)
+                    .map(|i| c.trace.get(i / bin as usize).copied().unwrap_or(0.0))
+                    .collect();
             }
-            log_phase("tiles", started);
-            let frames = tessera_worker::MovieFrames::new(&reader, plan.frame_runs.clone());
-            let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
-            log_phase("refit", started);
-            let qc = quality(&frames, &comps, &bg, &qc_params, in_view.as_ref())?;
-            log_phase("qc", started);
-            let report = json!({"tiles": plan.windows.len(), "tile_px": plan.tile_px,
+        }
+        log_phase("tiles", started);
+        let frames = tessera_worker::MovieFrames::new(&reader, plan.frame_runs.clone());
+        let (comps, bg) = refit(&frames, r.components, &cnmf_params)?;
+        log_phase("refit", started);
+        let qc = quality(&frames, &comps, &bg, &qc_params, in_view.as_ref())?;
+        log_phase("qc", started);
+        let report = json!({"tiles": plan.windows.len(), "tile_px": plan.tile_px,
                 "halo_px": plan.halo_px, "margin_px": merge.margin_px,
                 "memory_budget_bytes": budget, "frames_per_run": plan.frames_per_run,
                 "tile_bin_frames": bin,
                 "kept_by_ownership": r.kept, "merged_across_tiles": r.merged});
-            let images = DetectionImages {
-                mean: r.mean,
-                correlation: r.correlation,
-                pnr: r.pnr,
-            };
-            (comps, bg, qc, images, r.seeds, report)
+        let images = DetectionImages {
+            mean: r.mean,
+            correlation: r.correlation,
+            pnr: r.pnr,
         };
+        (comps, bg, qc, images, r.seeds, report)
+    };
     // A trace OASIS cannot take (e.g. too short) leaves that component's spikes missing (NaN) and
     // says why in qc.json; it does not fail the other components.
     let oasis_params = OasisParams {
@@ -388,9 +428,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "tessera".into(),
         json!({"kind": "extraction", "input": args.io.uri, "frame_rate_hz": rate,
                "detect": detect_params, "cnmf": cnmf_params, "qc": qc_params, "deconvolution": oasis_params,
-               "tiling": tiling}),
+               "tiling": tiling,
+               "registration": registration.as_ref().map(|_| json!({
+                   "method": "rigid phase correlation, in memory", "params": rigid_params}))}),
     );
     output.write_group(root)?;
+    let mut moved = String::new();
+    if let Some((reg, shifts)) = &registration {
+        let n_clipped = tessera_worker::write_registration(&output, shifts, &[], reg.template())?;
+        moved = registration_summary(shifts, n_clipped, reg.max_shift_px());
+    }
     output.write_group_at("summary", serde_json::Map::new())?;
     let none = serde_json::Map::new;
     output.write_array("summary/mean", &images.mean.into_dyn(), &["y", "x"], none())?;
@@ -468,7 +515,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         format!(", peak memory {:.0} MB", b as f64 / 1e6)
     });
     println!(
-        "extracted {} components ({} accepted) from {n_seeds} seeds in {}x{}x{} -> {location} in {:.1} s (radius {radius:.1} px{peak})",
+        "extracted {} components ({} accepted) from {n_seeds} seeds in {}x{}x{} -> {location} in {:.1} s (radius {radius:.1} px{moved}{peak})",
         k,
         regions.len(),
         shape.t,
@@ -477,4 +524,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `, largest shift ... px` for the summary line of a run with `--register`; warns (on stderr) of
+/// frames whose shift hit the limit.
+fn registration_summary(shifts: &[FrameShift], n_clipped: usize, limit: f64) -> String {
+    let max = shifts
+        .iter()
+        .map(|s| s.dy.hypot(s.dx))
+        .fold(0.0f32, f32::max);
+    if n_clipped > 0 {
+        eprintln!(
+            "warning: {n_clipped} frame(s) hit the shift limit of {limit} px; their motion may be larger (raise --max-shift, up to half the smaller side of the field)"
+        );
+    }
+    format!(", registered: largest shift {max:.2} px")
 }

@@ -59,7 +59,7 @@ type Registered = (FrameShift, Option<(Array2<f32>, Array2<f32>)>);
 
 /// Frames the first pass samples at most: enough for the median position to within a few
 /// hundredths of a pixel, while the second pass still registers every frame.
-const CENTRING_FRAMES: u64 = 1000;
+const CENTRING_FRAMES: u64 = tessera_kernels::register::CENTRING_FRAMES as u64;
 
 /// First pass: the rigid shifts of a sample of frames against `reg`; nothing written. A recording
 /// up to [`CENTRING_FRAMES`] long is sampled whole; a longer one as evenly spaced chunk rows (whole

@@ -23,7 +23,7 @@ mod piecewise;
 pub use fft2::{Fft2, Fft2Scratch};
 pub use piecewise::{PiecewiseParams, PiecewiseRegistration, PiecewiseShift};
 
-use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex32;
 use serde::{Deserialize, Serialize};
@@ -355,10 +355,16 @@ fn tapered(frame: &ArrayView2<f32>, taper: &Array2<f32>, fill: f32) -> Array2<f3
 
 /// The registered frame `out(y, x) = frame(y + dy, x + dx)` (bilinear; edges replicated).
 pub fn shift_frame(frame: ArrayView2<f32>, dy: f32, dx: f32) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros(frame.dim());
+    shift_frame_into(frame, dy, dx, out.view_mut());
+    out
+}
+
+/// [`shift_frame`] into `out`, which must have the frame's shape (nothing is written otherwise).
+pub fn shift_frame_into(frame: ArrayView2<f32>, dy: f32, dx: f32, mut out: ArrayViewMut2<f32>) {
     let (h, w) = frame.dim();
-    let mut out = Array2::<f32>::zeros((h, w));
-    if h == 0 || w == 0 {
-        return out;
+    if h == 0 || w == 0 || out.dim() != (h, w) {
+        return;
     }
     let (iy, fy) = (dy.floor() as isize, dy - dy.floor());
     let (ix, fx) = (dx.floor() as isize, dx - dx.floor());
@@ -379,7 +385,6 @@ pub fn shift_frame(frame: ArrayView2<f32>, dy: f32, dx: f32) -> Array2<f32> {
             *o = top * (1.0 - fy) + bottom * fy;
         }
     }
-    out
 }
 
 /// [`shift_frame`], but output pixels whose source `(y + dy, x + dx)` lies outside the frame take
@@ -392,10 +397,23 @@ pub fn shift_frame_filled(
     dx: f32,
     fill: ArrayView2<f32>,
 ) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros(frame.dim());
+    shift_frame_filled_into(frame, dy, dx, fill, out.view_mut());
+    out
+}
+
+/// [`shift_frame_filled`] into `out`, which must have the frame's shape.
+pub fn shift_frame_filled_into(
+    frame: ArrayView2<f32>,
+    dy: f32,
+    dx: f32,
+    fill: ArrayView2<f32>,
+    mut out: ArrayViewMut2<f32>,
+) {
     let (h, w) = frame.dim();
-    let mut out = shift_frame(frame, dy, dx);
-    if fill.dim() != (h, w) || !dy.is_finite() || !dx.is_finite() {
-        return out;
+    shift_frame_into(frame, dy, dx, out.view_mut());
+    if fill.dim() != (h, w) || out.dim() != (h, w) || !dy.is_finite() || !dx.is_finite() {
+        return;
     }
     let inside = |v: f32, n: usize| v >= 0.0 && v <= (n - 1) as f32;
     let cols_out: Vec<usize> = (0..w).filter(|&x| !inside(x as f32 + dx, w)).collect();
@@ -408,7 +426,54 @@ pub fn shift_frame_filled(
             o.assign(&f);
         }
     }
-    out
+}
+
+/// Frames whose shifts place the registered movie: a recording up to this long is estimated whole,
+/// a longer one from this many evenly spaced frames (enough for the median position to within a
+/// few hundredths of a pixel).
+pub const CENTRING_FRAMES: usize = 1000;
+
+/// Rigid registration of a whole movie `(t, y, x)` held in memory, in place, by the method of
+/// `tessera register` without its second read of the recording:
+///
+/// ```text
+/// T        = build_template(movie)                  (template_frames evenly spaced frames)
+/// d_t      = shift of frame t against T              (every frame, two per FFT)
+/// m        = median_t d_t                            (frames at the limit left out)
+/// d'_t     = d_t - m,   T' = T moved by m            (the movie keeps the recording's own frame)
+/// frame_t <- frame_t(x + d'_t), out-of-view pixels from T'
+/// ```
+///
+/// `tessera register` instead estimates `m` on [`CENTRING_FRAMES`] frames and estimates every
+/// frame again against `T'`; both give the shift against `T'`, here without interpolating the
+/// template once more. Returns the registration against `T'` and the shifts `d'_t` (a frame's
+/// `clipped` flag refers to the search against `T`).
+pub fn register_in_place(
+    mut movie: ArrayViewMut3<f32>,
+    params: &RigidParams,
+) -> Result<(RigidRegistration, Vec<FrameShift>), KernelError> {
+    let seeded = RigidRegistration::from_movie(movie.view(), params.clone())?;
+    let mut shifts = seeded.estimate_all(movie.view());
+    let (my, mx) = median_shift(&shifts);
+    let reg = seeded.recentred(&shifts)?;
+    for s in &mut shifts {
+        s.dy -= my;
+        s.dx -= mx;
+    }
+    let template = reg.template().view();
+    let dim = template.dim();
+    movie
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(&shifts)
+        .for_each_init(
+            || Array2::<f32>::zeros(dim),
+            |moved, (mut frame, s)| {
+                shift_frame_filled_into(frame.view(), s.dy, s.dx, template, moved.view_mut());
+                frame.assign(moved);
+            },
+        );
+    Ok((reg, shifts))
 }
 
 /// Detection's default floor on [`in_view_fraction`]: a cell is seeded where the field was in view in

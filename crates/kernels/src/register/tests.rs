@@ -272,3 +272,58 @@ fn shift_frame_matches_per_pixel_bilinear_interpolation() {
         }
     }
 }
+
+#[test]
+fn registers_a_movie_in_place_at_its_median_position() {
+    let mut c = SimConfig::preset("large-motion").unwrap();
+    c.frames = 300;
+    c.height = 128;
+    c.width = 128;
+    c.seed = 22;
+    let sim = Simulation::new(c).unwrap();
+    let raw: Array3<f32> = sim.render(0, 300).mapv(f32::from);
+    let truth = sim.ground_truth().motion;
+    let mut movie = raw.clone();
+    let (reg, shifts) = register_in_place(movie.view_mut(), &RigidParams::default()).unwrap();
+    assert_eq!(shifts.len(), 300);
+    // The shifts track the true motion up to one offset, and that offset is the truth's median:
+    // the registered movie keeps the recording's own pixel frame.
+    let median = |v: Vec<f32>| {
+        let mut v: Vec<f64> = v.into_iter().map(f64::from).collect();
+        crate::stats::median(&mut v).unwrap()
+    };
+    for axis in 0..2 {
+        let est: Vec<f32> = shifts
+            .iter()
+            .map(|s| if axis == 0 { s.dy } else { s.dx })
+            .collect();
+        let truth_axis: Vec<f32> = truth.column(axis).to_vec();
+        let truth_median = median(truth_axis.clone());
+        let err: Vec<f64> = est
+            .iter()
+            .zip(&truth_axis)
+            .map(|(&e, &t)| f64::from(e) - (f64::from(t) - truth_median))
+            .collect();
+        let rms = (err.iter().map(|e| e * e).sum::<f64>() / err.len() as f64).sqrt();
+        assert!(
+            rms < 0.3,
+            "axis {axis}: rms {rms} px from the centred truth"
+        );
+        assert!(median(est).abs() < 0.05, "axis {axis}: shifts not centred");
+    }
+    // Every frame is the raw frame moved by its shift, with the template where content left the view.
+    for t in [0usize, 137, 299] {
+        let s = shifts[t];
+        let want = shift_frame_filled(
+            raw.index_axis(Axis(0), t),
+            s.dy,
+            s.dx,
+            reg.template().view(),
+        );
+        assert_eq!(movie.index_axis(Axis(0), t), want, "frame {t}");
+    }
+    // No frames, and frames too small to register, are errors.
+    let params = RigidParams::default();
+    assert!(register_in_place(Array3::<f32>::zeros((0, 32, 32)).view_mut(), &params).is_err());
+    assert!(register_in_place(Array3::<f32>::zeros((5, 8, 40)).view_mut(), &params).is_err());
+}
