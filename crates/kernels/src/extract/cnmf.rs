@@ -217,30 +217,37 @@ fn init_background(
 ) -> Background {
     let (p_count, t) = (movie.pixels(), movie.frames());
     // Residual after the initial components, averaged over time (b_0) and over pixels (f_1).
-    let mut mean_res = vec![0.0f64; p_count];
-    let mut frame_mean = vec![0.0f64; t];
-    for p in 0..p_count {
-        let row = movie.data.row(p);
-        let mut acc = 0.0f64;
-        let ac = explained(shapes, c, p, t);
-        for ti in 0..t {
-            let v = f64::from(row[ti] - ac.as_ref().map_or(0.0, |a| a[ti]));
-            acc += v;
-            frame_mean[ti] += v;
-        }
-        mean_res[p] = acc / t as f64;
-    }
+    let mut pixel_sums = vec![0.0f64; p_count];
+    let mut frame_sums = vec![0.0f64; t];
+    add_residual_sums(
+        movie.data.view(),
+        shapes,
+        c.view(),
+        &mut pixel_sums,
+        &mut frame_sums,
+    );
+    initial_background(&pixel_sums, &frame_sums, rank)
+}
+
+/// The initial background from the residual `R = Y - A C` of the initial components, summed over
+/// frames (`pixel_sums`) and over pixels (`frame_sums`): `b_0 = max(0, mean_t R)`, `f_0 = 1`; with
+/// rank 2, `f_1 = mean_p R` shifted to a minimum of 0 and `b_1 = b_0 / 20`.
+pub(super) fn initial_background(
+    pixel_sums: &[f64],
+    frame_sums: &[f64],
+    rank: usize,
+) -> Background {
+    let (p_count, t) = (pixel_sums.len(), frame_sums.len());
     let mut b = Array2::<f32>::zeros((p_count, rank));
     let mut f = Array2::<f32>::zeros((rank, t));
-    for p in 0..p_count {
-        b[[p, 0]] = mean_res[p].max(0.0) as f32;
+    for (p, &s) in pixel_sums.iter().enumerate() {
+        b[[p, 0]] = (s / t.max(1) as f64).max(0.0) as f32;
     }
     f.row_mut(0).fill(1.0);
     if rank > 1 {
-        let fm: Vec<f64> = frame_mean.iter().map(|v| v / p_count as f64).collect();
-        let lo = fm.iter().copied().fold(f64::INFINITY, f64::min);
-        for ti in 0..t {
-            f[[1, ti]] = (fm[ti] - lo) as f32;
+        let lo = frame_sums.iter().copied().fold(f64::INFINITY, f64::min);
+        for (ti, &m) in frame_sums.iter().enumerate() {
+            f[[1, ti]] = ((m - lo) / p_count.max(1) as f64) as f32;
         }
         for p in 0..p_count {
             b[[p, 1]] = 0.05 * b[[p, 0]];
@@ -249,22 +256,58 @@ fn init_background(
     Background { b, f }
 }
 
-/// `(A C)[p, :]` when pixel p is covered by any component.
-pub(super) fn explained(shapes: &Shapes, c: &Array2<f32>, p: usize, t: usize) -> Option<Vec<f32>> {
-    let list = &shapes.by_pixel[p];
-    if list.is_empty() {
-        return None;
-    }
-    let mut out = vec![0.0f32; t];
-    for &(k, i) in list {
-        let a = shapes.values[k as usize][i as usize];
-        if a != 0.0 {
-            for (o, &v) in out.iter_mut().zip(c.row(k as usize)) {
-                *o += a * v;
+/// Adds the residual `R = Y - A C` of the frames of `y` (pixels x frames; `c` the traces over the
+/// same frames) summed over those frames to `pixel_sums[p]`, and summed over pixels to
+/// `frame_sums[t]`, in f64. Pixels in parallel blocks whose per-frame sums are added in a fixed
+/// order, so the result does not depend on the number of threads; each pixel's sum runs in eight
+/// interleaved partial sums (no chain of dependent additions as long as the movie).
+pub(super) fn add_residual_sums(
+    y: ArrayView2<f32>,
+    shapes: &Shapes,
+    c: ArrayView2<f32>,
+    pixel_sums: &mut [f64],
+    frame_sums: &mut [f64],
+) {
+    const BLOCK: usize = 1024;
+    let n = y.ncols();
+    let parts: Vec<Vec<f64>> = pixel_sums
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .map(|(bi, sums)| {
+            let mut fm = vec![0.0f64; n];
+            let mut res = vec![0.0f32; n];
+            for (i, sum) in sums.iter_mut().enumerate() {
+                let p = bi * BLOCK + i;
+                res.iter_mut().zip(y.row(p)).for_each(|(r, &v)| *r = v);
+                for &(k, j) in &shapes.by_pixel[p] {
+                    let a = shapes.values[k as usize][j as usize];
+                    if a != 0.0 {
+                        for (r, &cv) in res.iter_mut().zip(c.row(k as usize)) {
+                            *r -= a * cv;
+                        }
+                    }
+                }
+                let mut lanes = [0.0f64; 8];
+                let chunks = res.chunks_exact(8);
+                let tail: f64 = chunks.remainder().iter().map(|&r| f64::from(r)).sum();
+                for chunk in chunks {
+                    for (l, &r) in lanes.iter_mut().zip(chunk) {
+                        *l += f64::from(r);
+                    }
+                }
+                *sum += lanes.iter().sum::<f64>() + tail;
+                for (f, &r) in fm.iter_mut().zip(&res) {
+                    *f += f64::from(r);
+                }
             }
+            fm
+        })
+        .collect();
+    for part in parts {
+        for (f, v) in frame_sums.iter_mut().zip(part) {
+            *f += v;
         }
     }
-    Some(out)
 }
 
 fn update_temporal(y: &Array2<f32>, shapes: &Shapes, c: &mut Array2<f32>, bg: &Background) {
@@ -669,6 +712,69 @@ fn merge(shapes: Shapes, c: Array2<f32>, threshold: f64, pixels: usize) -> (Shap
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn residual_sums_are_y_minus_ac_summed_both_ways_over_chunks() {
+        // Two overlapping components on a 30 x 40 field (more pixels than one block), 21 frames in
+        // chunks of 13 and 8 (not multiples of the eight partial sums).
+        let (h, w, t) = (30, 40, 21);
+        let comp = |seed: [usize; 2], pixels: Vec<u32>| Component {
+            weights: pixels.iter().map(|&p| 0.2 + (p % 7) as f32 * 0.1).collect(),
+            pixels,
+            trace: Vec::new(),
+            seed,
+        };
+        let comps = vec![
+            comp(
+                [5, 5],
+                (0..200).map(|i| (i / 12 * w + i % 12) as u32).collect(),
+            ),
+            comp(
+                [8, 8],
+                (0..150)
+                    .map(|i| (100 + i / 10 * w + i % 10) as u32)
+                    .collect(),
+            ),
+        ];
+        let shapes = Shapes::new(&comps, h, w, 0.0);
+        let c = Array2::from_shape_fn((2, t), |(k, i)| ((k * 5 + i * 3) % 7) as f32);
+        let y = Array2::from_shape_fn((h * w, t), |(p, i)| ((p * 13 + i * 7) % 17) as f32 + 50.0);
+        let (mut pixel_sums, mut frame_sums) = (vec![0.0f64; h * w], vec![0.0f64; t]);
+        for frames in [0..13, 13..t] {
+            add_residual_sums(
+                y.slice(ndarray::s![.., frames.clone()]),
+                &shapes,
+                c.slice(ndarray::s![.., frames.clone()]),
+                &mut pixel_sums,
+                &mut frame_sums[frames],
+            );
+        }
+        // The obvious sums over the dense residual.
+        let mut r = y.mapv(f64::from);
+        for (k, comp) in comps.iter().enumerate() {
+            for (&p, &a) in comp.pixels.iter().zip(&comp.weights) {
+                for i in 0..t {
+                    r[[p as usize, i]] -= f64::from(a) * f64::from(c[[k, i]]);
+                }
+            }
+        }
+        for p in 0..h * w {
+            let want: f64 = r.row(p).sum();
+            assert!(
+                (pixel_sums[p] - want).abs() < 1e-3,
+                "pixel {p}: {} vs {want}",
+                pixel_sums[p]
+            );
+        }
+        for i in 0..t {
+            let want: f64 = r.column(i).sum();
+            assert!(
+                (frame_sums[i] - want).abs() < 1e-2,
+                "frame {i}: {} vs {want}",
+                frame_sums[i]
+            );
+        }
+    }
 
     #[test]
     fn weighted_row_sums_are_y_transpose_times_w() {

@@ -20,12 +20,11 @@
 
 use std::ops::Range;
 
-use ndarray::{Array2, ArrayView2, s};
-use rayon::prelude::*;
+use ndarray::{ArrayView2, s};
 
 use super::cnmf::{
-    BackgroundStats, Shapes, initial_traces, temporal_gram, temporal_sweeps,
-    update_background_traces,
+    BackgroundStats, Shapes, add_residual_sums, initial_background, initial_traces, temporal_gram,
+    temporal_sweeps, update_background_traces,
 };
 use super::{Background, CnmfParams, Component, PixelMovie};
 use crate::KernelError;
@@ -93,61 +92,20 @@ pub fn refit<M: FrameChunks + ?Sized>(
 
     // Initial background: b_0 the residual after the initial components averaged over time, f_0 = 1;
     // with rank 2, f_1 the residual averaged over pixels (shifted to a minimum of 0), b_1 = b_0 / 20.
-    let mut mean_res = vec![0.0f64; p_count];
-    let mut frame_mean = vec![0.0f64; t];
+    let mut pixel_sums = vec![0.0f64; p_count];
+    let mut frame_sums = vec![0.0f64; t];
     movie.for_each_chunk(&mut |frames, y| {
         check(&frames, &y)?;
-        let cc = c.slice(s![.., frames.clone()]);
-        const BLOCK: usize = 1024;
-        let parts: Vec<Vec<f64>> = mean_res
-            .par_chunks_mut(BLOCK)
-            .enumerate()
-            .map(|(bi, acc)| {
-                let mut fm = vec![0.0f64; frames.len()];
-                let mut res = vec![0.0f32; frames.len()];
-                for (i, acc) in acc.iter_mut().enumerate() {
-                    let p = bi * BLOCK + i;
-                    res.iter_mut().zip(y.row(p)).for_each(|(r, &v)| *r = v);
-                    for &(k, j) in &shapes.by_pixel[p] {
-                        let a = shapes.values[k as usize][j as usize];
-                        if a != 0.0 {
-                            for (r, &cv) in res.iter_mut().zip(cc.row(k as usize)) {
-                                *r -= a * cv;
-                            }
-                        }
-                    }
-                    for (f, &r) in fm.iter_mut().zip(&res) {
-                        *acc += f64::from(r);
-                        *f += f64::from(r);
-                    }
-                }
-                fm
-            })
-            .collect();
-        for part in parts {
-            for (f, v) in frame_mean[frames.clone()].iter_mut().zip(part) {
-                *f += v;
-            }
-        }
+        add_residual_sums(
+            y,
+            &shapes,
+            c.slice(s![.., frames.clone()]),
+            &mut pixel_sums,
+            &mut frame_sums[frames.clone()],
+        );
         Ok(())
     })?;
-    let mut bg = Background {
-        b: Array2::zeros((p_count, rank)),
-        f: Array2::zeros((rank, t)),
-    };
-    for (p, &m) in mean_res.iter().enumerate() {
-        bg.b[[p, 0]] = (m / t.max(1) as f64).max(0.0) as f32;
-    }
-    bg.f.row_mut(0).fill(1.0);
-    if rank > 1 {
-        let lo = frame_mean.iter().copied().fold(f64::INFINITY, f64::min);
-        for (ti, &m) in frame_mean.iter().enumerate() {
-            bg.f[[1, ti]] = ((m - lo) / p_count.max(1) as f64) as f32;
-        }
-        for p in 0..p_count {
-            bg.b[[p, 1]] = 0.05 * bg.b[[p, 0]];
-        }
-    }
+    let mut bg = initial_background(&pixel_sums, &frame_sums, rank);
 
     let gram = temporal_gram(&shapes);
     for _ in 0..params.iterations.max(1) {
