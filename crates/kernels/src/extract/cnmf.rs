@@ -16,7 +16,7 @@
 // The HALS updates index several arrays by the same component or pixel, as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +146,8 @@ pub fn demix(
     let mut c = initial_traces(&comps, t);
     let seeds: Vec<[usize; 2]> = comps.iter().map(|c| c.seed).collect();
     let mut bg = init_background(movie, &shapes, &c, params.background_rank.max(1));
+    // B^T Y for the current B; each background update leaves it for the next.
+    let mut bty = weighted_row_sums(y.view(), bg.b.view());
     let passes = params.iterations.max(1);
     // Merge once, halfway (after the first pass when there is only one).
     let merge_after = (passes / 2).max(1) - 1;
@@ -153,7 +155,7 @@ pub fn demix(
         update_temporal(y, &shapes, &mut c, &bg);
         update_spatial(y, &mut shapes, &c, &bg);
         normalise(&mut shapes, &mut c);
-        update_background(y, &shapes, &c, &mut bg);
+        update_background(y, &shapes, &c, &mut bg, &mut bty);
         if pass == merge_after {
             let (s, cc) = merge(
                 shapes,
@@ -471,11 +473,20 @@ fn normalise(shapes: &mut Shapes, c: &mut Array2<f32>) {
     }
 }
 
-fn update_background(y: &Array2<f32>, shapes: &Shapes, c: &Array2<f32>, bg: &mut Background) {
-    update_background_traces(y.view(), shapes, c.view(), &bg.b, bg.f.view_mut());
-    let mut stats = BackgroundStats::new(y.nrows(), shapes.masks.len(), bg.b.ncols());
-    stats.add(y.view(), c.view(), bg.f.view());
-    stats.update_footprints(shapes, &mut bg.b);
+/// The background's update in demixing: its traces `F` from `bty = B^T Y` (for the current `B`),
+/// then its footprints `B`, in one pass over the movie that also returns `B^T Y` for the updated
+/// `B`, which the next call takes ([`background_footprints_pass`]). The same updates as
+/// [`update_background_traces`] followed by [`BackgroundStats`], bit for bit, with one pass over
+/// the movie fewer.
+fn update_background(
+    y: &Array2<f32>,
+    shapes: &Shapes,
+    c: &Array2<f32>,
+    bg: &mut Background,
+    bty: &mut Array2<f32>,
+) {
+    background_traces_from(bty.view(), shapes, c.view(), &bg.b, bg.f.view_mut());
+    *bty = background_footprints_pass(y.view(), shapes, c.view(), bg.f.view(), &mut bg.b);
 }
 
 /// The HALS update of the background traces `f` (rank x frames of `y`) with `b` fixed:
@@ -486,11 +497,22 @@ pub(super) fn update_background_traces(
     shapes: &Shapes,
     c: ArrayView2<f32>,
     b: &Array2<f32>,
+    f: ArrayViewMut2<f32>,
+) {
+    // b_j^T Y for every j in one pass over Y (b is fixed here; only f changes).
+    let bty = weighted_row_sums(y, b.view());
+    background_traces_from(bty.view(), shapes, c, b, f);
+}
+
+/// [`update_background_traces`] given `bty = B^T Y` (rank x frames).
+fn background_traces_from(
+    bty: ArrayView2<f32>,
+    shapes: &Shapes,
+    c: ArrayView2<f32>,
+    b: &Array2<f32>,
     mut f: ArrayViewMut2<f32>,
 ) {
     let rank = b.ncols();
-    // b_j^T Y for every j in one pass over Y (b is fixed here; only f changes).
-    let bty = weighted_row_sums(y, b.view());
     for j in 0..rank {
         let bj = b.column(j).to_owned();
         let bb = bj.dot(&bj);
@@ -517,6 +539,79 @@ pub(super) fn update_background_traces(
             *fv = (*fv + ev / bb).max(0.0);
         }
     }
+}
+
+/// The update of the background footprints `b` ([`BackgroundStats::update_footprints`]) for the
+/// whole movie `y` at once, pixel by pixel, and `B^T Y` for the updated `b` in the same pass: each
+/// pixel's row of `b` depends only on that pixel's `Y F^T` and on the global `C F^T` and `F F^T`,
+/// so it is final as soon as the pixel's row of `y` has been read, and is added into `B^T Y` while
+/// the row is still in cache. Pixels in the blocks, order and sums of [`weighted_row_sums`], so the
+/// returned `B^T Y` equals `weighted_row_sums(y, b)` on the updated `b` bit for bit, and `b`
+/// equals the two-pass update's.
+fn background_footprints_pass(
+    y: ArrayView2<f32>,
+    shapes: &Shapes,
+    c: ArrayView2<f32>,
+    f: ArrayView2<f32>,
+    b: &mut Array2<f32>,
+) -> Array2<f32> {
+    let (t, rank) = (y.ncols(), b.ncols());
+    let ft = f.t();
+    let cf = c.dot(&ft);
+    let ff = f.dot(&ft);
+    let f_rows: Vec<Vec<f32>> = f.rows().into_iter().map(|r| r.to_vec()).collect();
+    let partial: Vec<Array2<f32>> = b
+        .axis_chunks_iter_mut(Axis(0), WEIGHTED_SUM_BLOCK)
+        .into_par_iter()
+        .enumerate()
+        .map(|(bi, mut rows)| {
+            let mut acc = Array2::<f32>::zeros((rank, t));
+            let mut yf = vec![0.0f32; rank];
+            for (i, mut bp) in rows.outer_iter_mut().enumerate() {
+                let p = bi * WEIGHTED_SUM_BLOCK + i;
+                let row = y.row(p);
+                let owned;
+                let r: &[f32] = match row.to_slice() {
+                    Some(r) => r,
+                    None => {
+                        owned = row.to_vec();
+                        &owned
+                    }
+                };
+                // As `BackgroundStats::add` sums into zeros.
+                for (o, fr) in yf.iter_mut().zip(&f_rows) {
+                    *o = 0.0;
+                    *o += dot(r, fr);
+                }
+                for j in 0..rank {
+                    let fjj = ff[[j, j]];
+                    if fjj <= 0.0 {
+                        continue;
+                    }
+                    let mut e = yf[j];
+                    for &(k, idx) in &shapes.by_pixel[p] {
+                        e -= shapes.values[k as usize][idx as usize] * cf[[k as usize, j]];
+                    }
+                    let mut s = 0.0;
+                    for i in 0..rank {
+                        s += bp[i] * ff[[i, j]];
+                    }
+                    e -= s;
+                    bp[j] = (bp[j] + e / fjj).max(0.0);
+                }
+                for j in 0..rank {
+                    let wp = bp[j];
+                    if wp != 0.0 {
+                        acc.row_mut(j).scaled_add(wp, &row);
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    partial
+        .into_iter()
+        .fold(Array2::<f32>::zeros((rank, t)), |acc, part| acc + part)
 }
 
 /// What the update of the background footprints `b` needs from the movie, summed over time, so
@@ -596,7 +691,7 @@ impl BackgroundStats {
 /// result does not depend on the number of threads. Row j equals the single-column sum for `w`'s
 /// column j bit for bit (the same products, in the same order).
 fn weighted_row_sums(y: ArrayView2<f32>, w: ArrayView2<f32>) -> Array2<f32> {
-    const BLOCK: usize = 512;
+    const BLOCK: usize = WEIGHTED_SUM_BLOCK;
     let (t, k) = (y.ncols(), w.ncols());
     let partial: Vec<Array2<f32>> = (0..y.nrows().div_ceil(BLOCK))
         .into_par_iter()
@@ -617,6 +712,9 @@ fn weighted_row_sums(y: ArrayView2<f32>, w: ArrayView2<f32>) -> Array2<f32> {
         .into_iter()
         .fold(Array2::<f32>::zeros((k, t)), |acc, part| acc + part)
 }
+
+/// Pixels per parallel block of [`weighted_row_sums`] and [`background_footprints_pass`].
+const WEIGHTED_SUM_BLOCK: usize = 512;
 
 /// Root of `i` in a union-find forest, compressing the path on the way.
 pub(super) fn find(parent: &mut [usize], i: usize) -> usize {
@@ -837,5 +935,50 @@ mod tests {
                 assert!((f64::from(stats.ff[[i, j]]) - slow(f.view(), i, j)).abs() < 1e-3);
             }
         }
+    }
+
+    #[test]
+    fn the_fused_background_pass_equals_the_two_pass_update_bit_for_bit() {
+        // 1300 pixels (three blocks, the last partial), 37 frames, two overlapping components with
+        // zero and non-zero weights, background rank 2; the movie is a strided view.
+        let (h, w, t) = (26, 50, 37);
+        let full = Array2::from_shape_fn((h * w, 2 * t), |(p, i)| {
+            ((p * 13 + i * 7) % 23) as f32 * 0.7 + 40.0
+        });
+        let y = full.slice(ndarray::s![.., ..;2]);
+        let comp = |seed: [usize; 2], pixels: Vec<u32>| Component {
+            weights: pixels.iter().map(|&p| (p % 5) as f32 * 0.2).collect(),
+            pixels,
+            trace: Vec::new(),
+            seed,
+        };
+        let comps = vec![
+            comp(
+                [3, 3],
+                (0..300).map(|i| (i / 15 * w + i % 15) as u32).collect(),
+            ),
+            comp(
+                [9, 9],
+                (0..200)
+                    .map(|i| (160 + i / 10 * w + i % 10) as u32)
+                    .collect(),
+            ),
+        ];
+        let shapes = Shapes::new(&comps, h, w, 2.0);
+        let c = Array2::from_shape_fn((2, t), |(k, i)| ((k * 3 + i * 5) % 9) as f32 * 0.5);
+        let f = Array2::from_shape_fn((2, t), |(j, i)| 1.0 + ((j * 7 + i) % 4) as f32 * 0.3);
+        let b0 = Array2::from_shape_fn((h * w, 2), |(p, j)| ((p * 3 + j) % 7) as f32 * 0.4);
+        // Two passes: the statistics, the footprints, then B^T Y for them.
+        let mut two = b0.clone();
+        let mut stats = BackgroundStats::new(h * w, 2, 2);
+        stats.add(y, c.view(), f.view());
+        stats.update_footprints(&shapes, &mut two);
+        let bty_two = weighted_row_sums(y, two.view());
+        // One pass.
+        let mut one = b0.clone();
+        let bty_one = background_footprints_pass(y, &shapes, c.view(), f.view(), &mut one);
+        assert_eq!(one, two);
+        assert_eq!(bty_one, bty_two);
+        assert!(one.iter().any(|&v| v != 0.0) && one != b0);
     }
 }
