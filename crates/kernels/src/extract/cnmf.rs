@@ -505,7 +505,7 @@ pub(super) fn update_background_traces(
 }
 
 /// [`update_background_traces`] given `bty = B^T Y` (rank x frames).
-fn background_traces_from(
+pub(super) fn background_traces_from(
     bty: ArrayView2<f32>,
     shapes: &Shapes,
     c: ArrayView2<f32>,
@@ -548,7 +548,7 @@ fn background_traces_from(
 /// the row is still in cache. Pixels in the blocks, order and sums of [`weighted_row_sums`], so the
 /// returned `B^T Y` equals `weighted_row_sums(y, b)` on the updated `b` bit for bit, and `b`
 /// equals the two-pass update's.
-fn background_footprints_pass(
+pub(super) fn background_footprints_pass(
     y: ArrayView2<f32>,
     shapes: &Shapes,
     c: ArrayView2<f32>,

@@ -20,11 +20,11 @@
 
 use std::ops::Range;
 
-use ndarray::{ArrayView2, s};
+use ndarray::{Array2, ArrayView2, s};
 
 use super::cnmf::{
-    BackgroundStats, Shapes, add_residual_sums, initial_background, initial_traces, temporal_gram,
-    temporal_sweeps, update_background_traces,
+    BackgroundStats, Shapes, add_residual_sums, background_footprints_pass, background_traces_from,
+    initial_background, initial_traces, temporal_gram, temporal_sweeps, update_background_traces,
 };
 use super::{Background, CnmfParams, Component, PixelMovie};
 use crate::KernelError;
@@ -108,11 +108,17 @@ pub fn refit<M: FrameChunks + ?Sized>(
     let mut bg = initial_background(&pixel_sums, &frame_sums, rank);
 
     let gram = temporal_gram(&shapes);
+    // A movie handed over as one chunk of all frames updates its background footprints in the
+    // pass that sums `Y F^T` and leaves `B^T Y` for the next iteration (as demixing does; the same
+    // numbers bit for bit), so each iteration after the first reads the movie once, not twice.
+    let mut bty: Option<Array2<f32>> = None;
     for _ in 0..params.iterations.max(1) {
         let mut stats = BackgroundStats::new(p_count, comps.len(), rank);
+        let mut footprints_updated = false;
         movie.for_each_chunk(&mut |frames, y| {
             check(&frames, &y)?;
-            let (b, f) = (&bg.b, &mut bg.f);
+            let whole = frames == (0..t);
+            let (b, f) = (&mut bg.b, &mut bg.f);
             temporal_sweeps(
                 y,
                 &shapes,
@@ -121,21 +127,39 @@ pub fn refit<M: FrameChunks + ?Sized>(
                 b,
                 f.slice(s![.., frames.clone()]),
             );
-            update_background_traces(
-                y,
-                &shapes,
-                c.slice(s![.., frames.clone()]),
-                b,
-                f.slice_mut(s![.., frames.clone()]),
-            );
-            stats.add(
-                y,
-                c.slice(s![.., frames.clone()]),
-                f.slice(s![.., frames.clone()]),
-            );
+            match bty.take().filter(|_| whole) {
+                Some(bty) => {
+                    background_traces_from(bty.view(), &shapes, c.view(), b, f.view_mut());
+                }
+                None => update_background_traces(
+                    y,
+                    &shapes,
+                    c.slice(s![.., frames.clone()]),
+                    b,
+                    f.slice_mut(s![.., frames.clone()]),
+                ),
+            }
+            if whole {
+                bty = Some(background_footprints_pass(
+                    y,
+                    &shapes,
+                    c.view(),
+                    f.view(),
+                    b,
+                ));
+                footprints_updated = true;
+            } else {
+                stats.add(
+                    y,
+                    c.slice(s![.., frames.clone()]),
+                    f.slice(s![.., frames.clone()]),
+                );
+            }
             Ok(())
         })?;
-        stats.update_footprints(&shapes, &mut bg.b);
+        if !footprints_updated {
+            stats.update_footprints(&shapes, &mut bg.b);
+        }
     }
     movie.for_each_chunk(&mut |frames, y| {
         check(&frames, &y)?;
