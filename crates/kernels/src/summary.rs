@@ -166,6 +166,14 @@ struct RowMoments {
 
 impl RowMoments {
     fn of(movie: ArrayView3<f32>, y: usize) -> RowMoments {
+        crate::vector::avx2(
+            #[inline(always)]
+            || RowMoments::of_portable(movie, y),
+        )
+    }
+
+    #[inline(always)]
+    fn of_portable(movie: ArrayView3<f32>, y: usize) -> RowMoments {
         let (t, h, w) = movie.dim();
         let below = y + 1 < h;
         let z = || vec![0.0f64; w];

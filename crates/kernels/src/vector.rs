@@ -1,4 +1,29 @@
-//! Level-1 vector kernels shared by the stages.
+//! Level-1 vector kernels shared by the stages, and [`avx2`], which runs a hot loop compiled for
+//! AVX2 where the CPU has it.
+
+/// Runs `f` compiled with AVX2 enabled when the CPU supports it (checked once and cached by the
+/// standard library), else as built (SSE2 on x86-64). The wide build is for the vectorised loops of
+/// the hot kernels: eight f32 lanes instead of four. FMA is not enabled, so every operation and its
+/// rounding are the same and the result is bit for bit that of the portable build; a binary built
+/// for the baseline runs everywhere and uses the wider registers where they exist. `f` should be a
+/// closure over code that inlines into it (`#[inline(always)]` kernels, iterators over slices):
+/// functions it calls without inlining keep the baseline build.
+#[inline(always)]
+pub(crate) fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn wide<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, the only feature `wide` is compiled for.
+            #[allow(unsafe_code)]
+            return unsafe { wide(f) };
+        }
+    }
+    f()
+}
 
 /// `sum_i a[i] b[i]` over the shorter of the two slices, in eight independent f32 accumulators
 /// (lanes `i mod 8`) so the compiler vectorises it; a plain `.sum()` over the products is one
@@ -35,7 +60,17 @@ pub(crate) fn dot_offset(a: &[f32], o: f32, b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{dot, dot_offset};
+    use super::{avx2, dot, dot_offset};
+
+    #[test]
+    fn avx2_runs_the_closure_once_and_returns_its_value() {
+        let mut calls = 0;
+        let v = avx2(|| {
+            calls += 1;
+            dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0])
+        });
+        assert_eq!((v, calls), (32.0, 1));
+    }
 
     #[test]
     fn dot_matches_the_sequential_sum() {

@@ -271,38 +271,14 @@ pub(super) fn add_residual_sums(
     frame_sums: &mut [f64],
 ) {
     const BLOCK: usize = 1024;
-    let n = y.ncols();
     let parts: Vec<Vec<f64>> = pixel_sums
         .par_chunks_mut(BLOCK)
         .enumerate()
         .map(|(bi, sums)| {
-            let mut fm = vec![0.0f64; n];
-            let mut res = vec![0.0f32; n];
-            for (i, sum) in sums.iter_mut().enumerate() {
-                let p = bi * BLOCK + i;
-                res.iter_mut().zip(y.row(p)).for_each(|(r, &v)| *r = v);
-                for &(k, j) in &shapes.by_pixel[p] {
-                    let a = shapes.values[k as usize][j as usize];
-                    if a != 0.0 {
-                        for (r, &cv) in res.iter_mut().zip(c.row(k as usize)) {
-                            *r -= a * cv;
-                        }
-                    }
-                }
-                let mut lanes = [0.0f64; 8];
-                let chunks = res.chunks_exact(8);
-                let tail: f64 = chunks.remainder().iter().map(|&r| f64::from(r)).sum();
-                for chunk in chunks {
-                    for (l, &r) in lanes.iter_mut().zip(chunk) {
-                        *l += f64::from(r);
-                    }
-                }
-                *sum += lanes.iter().sum::<f64>() + tail;
-                for (f, &r) in fm.iter_mut().zip(&res) {
-                    *f += f64::from(r);
-                }
-            }
-            fm
+            crate::vector::avx2(
+                #[inline(always)]
+                || residual_sums_block(y, shapes, c, bi * BLOCK, sums),
+            )
         })
         .collect();
     for part in parts {
@@ -310,6 +286,46 @@ pub(super) fn add_residual_sums(
             *f += v;
         }
     }
+}
+
+/// [`add_residual_sums`] over the pixels `first..first + sums.len()`: their sums over frames go
+/// into `sums`, and their sums over pixels are returned per frame.
+#[inline(always)]
+fn residual_sums_block(
+    y: ArrayView2<f32>,
+    shapes: &Shapes,
+    c: ArrayView2<f32>,
+    first: usize,
+    sums: &mut [f64],
+) -> Vec<f64> {
+    let n = y.ncols();
+    let mut fm = vec![0.0f64; n];
+    let mut res = vec![0.0f32; n];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        let p = first + i;
+        res.iter_mut().zip(y.row(p)).for_each(|(r, &v)| *r = v);
+        for &(k, j) in &shapes.by_pixel[p] {
+            let a = shapes.values[k as usize][j as usize];
+            if a != 0.0 {
+                for (r, &cv) in res.iter_mut().zip(c.row(k as usize)) {
+                    *r -= a * cv;
+                }
+            }
+        }
+        let mut lanes = [0.0f64; 8];
+        let chunks = res.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|&r| f64::from(r)).sum();
+        for chunk in chunks {
+            for (l, &r) in lanes.iter_mut().zip(chunk) {
+                *l += f64::from(r);
+            }
+        }
+        *sum += lanes.iter().sum::<f64>() + tail;
+        for (f, &r) in fm.iter_mut().zip(&res) {
+            *f += f64::from(r);
+        }
+    }
+    fm
 }
 
 fn update_temporal(y: &Array2<f32>, shapes: &Shapes, c: &mut Array2<f32>, bg: &Background) {

@@ -53,7 +53,15 @@ struct Scratch {
 
 impl Scratch {
     /// `out += alpha * (g_y * (g_x * img))` for the 1-D kernel `k` (odd length), edges reflected.
-    fn convolve(
+    fn convolve(&mut self, img: ArrayView2<f32>, k: &[f32], alpha: f32, out: ArrayViewMut2<f32>) {
+        crate::vector::avx2(
+            #[inline(always)]
+            || self.convolve_portable(img, k, alpha, out),
+        )
+    }
+
+    #[inline(always)]
+    fn convolve_portable(
         &mut self,
         img: ArrayView2<f32>,
         k: &[f32],
@@ -237,6 +245,17 @@ pub fn band_pass(img: ArrayView2<f32>, sigma_small: f64, sigma_large: f64) -> Ar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_avx2_build_of_the_convolution_equals_the_portable_one() {
+        let mut rng = crate::rng::Rng::new(3, 0);
+        let img = Array2::from_shape_fn((37, 53), |_| rng.normal() as f32 * 10.0 + 100.0);
+        let k = kernel(3.0);
+        let (mut wide, mut portable) = (Array2::zeros((37, 53)), Array2::zeros((37, 53)));
+        Scratch::default().convolve(img.view(), &k, 0.7, wide.view_mut());
+        Scratch::default().convolve_portable(img.view(), &k, 0.7, portable.view_mut());
+        assert_eq!(wide, portable);
+    }
 
     /// The obvious implementation: every output pixel sums its reflected neighbours, row pass then
     /// column pass, in f64.

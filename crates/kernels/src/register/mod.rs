@@ -231,6 +231,19 @@ impl RigidRegistration {
         b: ArrayView2<f32>,
         s: &mut ShiftScratch,
     ) -> (FrameShift, FrameShift) {
+        crate::vector::avx2(
+            #[inline(always)]
+            || self.estimate_pair_portable(a, b, s),
+        )
+    }
+
+    #[inline(always)]
+    fn estimate_pair_portable(
+        &self,
+        a: ArrayView2<f32>,
+        b: ArrayView2<f32>,
+        s: &mut ShiftScratch,
+    ) -> (FrameShift, FrameShift) {
         let (h, w) = self.template.dim();
         s.packed.clear();
         s.packed.resize(h * w, Complex32::new(0.0, 0.0));
@@ -361,7 +374,15 @@ pub fn shift_frame(frame: ArrayView2<f32>, dy: f32, dx: f32) -> Array2<f32> {
 }
 
 /// [`shift_frame`] into `out`, which must have the frame's shape (nothing is written otherwise).
-pub fn shift_frame_into(frame: ArrayView2<f32>, dy: f32, dx: f32, mut out: ArrayViewMut2<f32>) {
+pub fn shift_frame_into(frame: ArrayView2<f32>, dy: f32, dx: f32, out: ArrayViewMut2<f32>) {
+    crate::vector::avx2(
+        #[inline(always)]
+        || shift_frame_portable(frame, dy, dx, out),
+    )
+}
+
+#[inline(always)]
+fn shift_frame_portable(frame: ArrayView2<f32>, dy: f32, dx: f32, mut out: ArrayViewMut2<f32>) {
     let (h, w) = frame.dim();
     if h == 0 || w == 0 || out.dim() != (h, w) {
         return;
