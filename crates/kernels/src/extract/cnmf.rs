@@ -16,7 +16,7 @@
 // The HALS updates index several arrays by the same component or pixel, as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -586,19 +586,9 @@ pub(super) fn background_footprints_pass(
             for (i, mut bp) in rows.outer_iter_mut().enumerate() {
                 let p = bi * WEIGHTED_SUM_BLOCK + i;
                 let row = y.row(p);
-                let owned;
-                let r: &[f32] = match row.to_slice() {
-                    Some(r) => r,
-                    None => {
-                        owned = row.to_vec();
-                        &owned
-                    }
-                };
                 // As `BackgroundStats::add` sums into zeros.
-                for (o, fr) in yf.iter_mut().zip(&f_rows) {
-                    *o = 0.0;
-                    *o += dot(r, fr);
-                }
+                yf.fill(0.0);
+                add_row_products(row, &f_rows, yf.iter_mut());
                 for j in 0..rank {
                     let fjj = ff[[j, j]];
                     if fjj <= 0.0 {
@@ -630,6 +620,26 @@ pub(super) fn background_footprints_pass(
         .fold(Array2::<f32>::zeros((rank, t)), |acc, part| acc + part)
 }
 
+/// `out[j] += row . f_rows[j]` for each background component j (the row is copied first when it is
+/// not contiguous).
+fn add_row_products<'a>(
+    row: ArrayView1<f32>,
+    f_rows: &[Vec<f32>],
+    out: impl IntoIterator<Item = &'a mut f32>,
+) {
+    let owned;
+    let r: &[f32] = match row.to_slice() {
+        Some(r) => r,
+        None => {
+            owned = row.to_vec();
+            &owned
+        }
+    };
+    for (o, fr) in out.into_iter().zip(f_rows) {
+        *o += dot(r, fr);
+    }
+}
+
 /// What the update of the background footprints `b` needs from the movie, summed over time, so
 /// that time chunks add up: `Y F^T` (pixels x rank), `C F^T` (components x rank), `F F^T`.
 pub(super) struct BackgroundStats {
@@ -656,19 +666,7 @@ impl BackgroundStats {
         let f_rows: Vec<Vec<f32>> = f.rows().into_iter().map(|r| r.to_vec()).collect();
         ndarray::Zip::from(self.yf.rows_mut())
             .and(y.rows())
-            .par_for_each(|mut out, row| {
-                let owned;
-                let r: &[f32] = match row.to_slice() {
-                    Some(r) => r,
-                    None => {
-                        owned = row.to_vec();
-                        &owned
-                    }
-                };
-                for (o, fr) in out.iter_mut().zip(&f_rows) {
-                    *o += dot(r, fr);
-                }
-            });
+            .par_for_each(|mut out, row| add_row_products(row, &f_rows, out.iter_mut()));
         self.cf += &c.dot(&ft);
         self.ff += &f.dot(&ft);
     }
@@ -827,28 +825,36 @@ fn merge(shapes: Shapes, c: Array2<f32>, threshold: f64, pixels: usize) -> (Shap
 mod tests {
     use super::*;
 
+    /// A component of `n` pixels in rows of `cols` from pixel `start` of a field `w` pixels wide,
+    /// each pixel `p` weighted `weight(p)`.
+    fn rectangle(
+        w: usize,
+        start: usize,
+        n: usize,
+        cols: usize,
+        seed: [usize; 2],
+        weight: impl Fn(u32) -> f32,
+    ) -> Component {
+        let pixels: Vec<u32> = (0..n)
+            .map(|i| (start + i / cols * w + i % cols) as u32)
+            .collect();
+        Component {
+            weights: pixels.iter().map(|&p| weight(p)).collect(),
+            pixels,
+            trace: Vec::new(),
+            seed,
+        }
+    }
+
     #[test]
     fn residual_sums_are_y_minus_ac_summed_both_ways_over_chunks() {
         // Two overlapping components on a 30 x 40 field (more pixels than one block), 21 frames in
         // chunks of 13 and 8 (not multiples of the eight partial sums).
         let (h, w, t) = (30, 40, 21);
-        let comp = |seed: [usize; 2], pixels: Vec<u32>| Component {
-            weights: pixels.iter().map(|&p| 0.2 + (p % 7) as f32 * 0.1).collect(),
-            pixels,
-            trace: Vec::new(),
-            seed,
-        };
+        let weight = |p: u32| 0.2 + (p % 7) as f32 * 0.1;
         let comps = vec![
-            comp(
-                [5, 5],
-                (0..200).map(|i| (i / 12 * w + i % 12) as u32).collect(),
-            ),
-            comp(
-                [8, 8],
-                (0..150)
-                    .map(|i| (100 + i / 10 * w + i % 10) as u32)
-                    .collect(),
-            ),
+            rectangle(w, 0, 200, 12, [5, 5], weight),
+            rectangle(w, 100, 150, 10, [8, 8], weight),
         ];
         let shapes = Shapes::new(&comps, h, w, 0.0);
         let c = Array2::from_shape_fn((2, t), |(k, i)| ((k * 5 + i * 3) % 7) as f32);
@@ -962,23 +968,10 @@ mod tests {
             ((p * 13 + i * 7) % 23) as f32 * 0.7 + 40.0
         });
         let y = full.slice(ndarray::s![.., ..;2]);
-        let comp = |seed: [usize; 2], pixels: Vec<u32>| Component {
-            weights: pixels.iter().map(|&p| (p % 5) as f32 * 0.2).collect(),
-            pixels,
-            trace: Vec::new(),
-            seed,
-        };
+        let weight = |p: u32| (p % 5) as f32 * 0.2;
         let comps = vec![
-            comp(
-                [3, 3],
-                (0..300).map(|i| (i / 15 * w + i % 15) as u32).collect(),
-            ),
-            comp(
-                [9, 9],
-                (0..200)
-                    .map(|i| (160 + i / 10 * w + i % 10) as u32)
-                    .collect(),
-            ),
+            rectangle(w, 0, 300, 15, [3, 3], weight),
+            rectangle(w, 160, 200, 10, [9, 9], weight),
         ];
         let shapes = Shapes::new(&comps, h, w, 2.0);
         let c = Array2::from_shape_fn((2, t), |(k, i)| ((k * 3 + i * 5) % 9) as f32 * 0.5);

@@ -155,16 +155,23 @@ fn shift_frame_undoes_integer_and_subpixel_shifts() {
     }
 }
 
-#[test]
-fn tracks_simulated_motion() {
+/// 300 frames of 128 x 128 of the `large-motion` preset, and the simulated motion (t, 2).
+fn moving_movie(seed: u64) -> (Array3<f32>, Array2<f32>) {
     let mut c = SimConfig::preset("large-motion").unwrap();
     c.frames = 300;
     c.height = 128;
     c.width = 128;
-    c.seed = 21;
+    c.seed = seed;
     let sim = Simulation::new(c).unwrap();
-    let movie: Array3<f32> = sim.render(0, 300).mapv(f32::from);
-    let truth = sim.ground_truth().motion;
+    (
+        sim.render(0, 300).mapv(f32::from),
+        sim.ground_truth().motion,
+    )
+}
+
+#[test]
+fn tracks_simulated_motion() {
+    let (movie, truth) = moving_movie(21);
     let reg = RigidRegistration::from_movie(movie.view(), RigidParams::default()).unwrap();
     let est = reg.estimate_all(movie.view());
     // The template sits at some offset of its own: compare after removing the mean difference.
@@ -284,14 +291,7 @@ fn shift_frame_matches_per_pixel_bilinear_interpolation() {
 
 #[test]
 fn registers_a_movie_in_place_at_its_median_position() {
-    let mut c = SimConfig::preset("large-motion").unwrap();
-    c.frames = 300;
-    c.height = 128;
-    c.width = 128;
-    c.seed = 22;
-    let sim = Simulation::new(c).unwrap();
-    let raw: Array3<f32> = sim.render(0, 300).mapv(f32::from);
-    let truth = sim.ground_truth().motion;
+    let (raw, truth) = moving_movie(22);
     let mut movie = raw.clone();
     let (reg, shifts) = register_in_place(movie.view_mut(), &RigidParams::default()).unwrap();
     assert_eq!(shifts.len(), 300);
