@@ -13,7 +13,12 @@
 //! <out>/rois/qc.json       per cell: centroid, snr, r_value, size_px, accepted, deconvolution figures
 //! <out>/rois/regions.json  accepted cells as neurofinder regions (weight >= 0.2)
 //! <out>/summary/{mean,correlation,pnr}   images used for detection
+//! <out>/registration/{shifts,peak,clipped,template}   with --register, as `tessera register` writes
 //! ```
+//!
+//! With `--register` the movie is registered in memory first
+//! ([`tessera_kernels::register::register_in_place`]); the ROIs are in the recording's own pixel
+//! frame, as on a movie written by `tessera register`.
 
 use anyhow::{Context, bail};
 use ndarray::{Array1, Array2};
