@@ -313,45 +313,54 @@ pub fn noise_image(movie: ArrayView3<f32>, average: PsdAverage) -> Array2<f32> {
     let est = NoiseEstimator::new(t);
     let rows: Vec<Vec<f32>> = (0..h)
         .into_par_iter()
-        .map_init(NoiseScratch::default, |scratch, y| {
-            let mut traces = vec![0.0f32; w * t];
-            match movie.as_slice() {
-                // In 32 x 32 blocks of (frame, column): the writes of a block land in 32 traces
-                // and the reads in 32 frames, not one write per trace for every frame.
-                Some(src) => {
-                    const B: usize = 32;
-                    for t0 in (0..t).step_by(B) {
-                        for x0 in (0..w).step_by(B) {
-                            for ti in t0..(t0 + B).min(t) {
-                                let row = &src[(ti * h + y) * w..(ti * h + y + 1) * w];
-                                for x in x0..(x0 + B).min(w) {
-                                    traces[x * t + ti] = row[x];
+        .map_init(
+            || (NoiseScratch::default(), Vec::new()),
+            |(scratch, traces), y| {
+                // One buffer of the row's traces per thread, reused row after row (a fresh one per
+                // row is a fresh mmap and its page faults once a row of traces passes 1 MiB, e.g.
+                // 512 px x 3000 frames); every element is written before it is read.
+                if traces.len() != w * t {
+                    traces.clear();
+                    traces.resize(w * t, 0.0f32);
+                }
+                match movie.as_slice() {
+                    // In 32 x 32 blocks of (frame, column): the writes of a block land in 32 traces
+                    // and the reads in 32 frames, not one write per trace for every frame.
+                    Some(src) => {
+                        const B: usize = 32;
+                        for t0 in (0..t).step_by(B) {
+                            for x0 in (0..w).step_by(B) {
+                                for ti in t0..(t0 + B).min(t) {
+                                    let row = &src[(ti * h + y) * w..(ti * h + y + 1) * w];
+                                    for x in x0..(x0 + B).min(w) {
+                                        traces[x * t + ti] = row[x];
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                None => {
-                    for ti in 0..t {
-                        for (x, &v) in movie.slice(ndarray::s![ti, y, ..]).iter().enumerate() {
-                            traces[x * t + ti] = v;
+                    None => {
+                        for ti in 0..t {
+                            for (x, &v) in movie.slice(ndarray::s![ti, y, ..]).iter().enumerate() {
+                                traces[x * t + ti] = v;
+                            }
                         }
                     }
                 }
-            }
-            let mut row = Vec::with_capacity(w);
-            let mut pairs = traces.chunks_exact(t.max(1)).take(w);
-            while let Some(a) = pairs.next() {
-                match pairs.next() {
-                    Some(b) => {
-                        let (na, nb) = est.estimate_pair_with(a, b, average, scratch);
-                        row.extend([na as f32, nb as f32]);
+                let mut row = Vec::with_capacity(w);
+                let mut pairs = traces.chunks_exact(t.max(1)).take(w);
+                while let Some(a) = pairs.next() {
+                    match pairs.next() {
+                        Some(b) => {
+                            let (na, nb) = est.estimate_pair_with(a, b, average, scratch);
+                            row.extend([na as f32, nb as f32]);
+                        }
+                        None => row.push(est.estimate_with(a, average, scratch) as f32),
                     }
-                    None => row.push(est.estimate_with(a, average, scratch) as f32),
                 }
-            }
-            row
-        })
+                row
+            },
+        )
         .collect();
     Array2::from_shape_fn((h, w), |(y, x)| rows[y].get(x).copied().unwrap_or(0.0))
 }
