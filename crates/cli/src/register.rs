@@ -74,12 +74,19 @@ fn estimate_shifts(
     let rows = shape.t.div_ceil(ct);
     let picked = CENTRING_FRAMES.div_ceil(ct).clamp(1, rows.max(1));
     let mut shifts = Vec::with_capacity(CENTRING_FRAMES.min(shape.t) as usize);
+    // One chunk row's frames, reused row after row (a fresh array per row is a fresh mmap whose
+    // pages all fault in again: 64 MiB a row at 512 x 512).
+    let row_frames = ct.min(shape.t) as usize;
+    let mut buffer = Array3::<f32>::zeros((row_frames, shape.y as usize, shape.x as usize));
     for i in 0..picked {
         let t = i * rows / picked * ct;
         let end = (t + ct).min(shape.t);
-        let block = rec
-            .read_box_f32(&Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?)
-            .with_context(|| format!("failed to read frames {t}..{end}"))?;
+        let mut block = buffer.slice_mut(s![..(end - t) as usize, .., ..]);
+        rec.read_box_f32_into(
+            &Box3::within(&shape, t..end, 0..shape.y, 0..shape.x)?,
+            block.view_mut(),
+        )
+        .with_context(|| format!("failed to read frames {t}..{end}"))?;
         // Rows longer than the sample needs (long chunks) are thinned evenly.
         let n = (end - t) as usize;
         let want = CENTRING_FRAMES.div_ceil(picked) as usize;

@@ -87,6 +87,16 @@ pub struct RigidRegistration {
     window_xs: Vec<usize>,
 }
 
+thread_local! {
+    /// Each thread's buffers for [`RigidRegistration::estimate_all`], kept between calls:
+    /// `tessera register` estimates one chunk row of frames per call, and buffers made afresh for
+    /// every call (three frame-sized complex arrays, 6 MiB at 512 x 512) were new mmaps whose pages
+    /// faulted in again at every row. `estimate_pair` starts no parallel work, so the borrow is
+    /// never re-entered.
+    static SHIFT_SCRATCH: std::cell::RefCell<ShiftScratch> =
+        std::cell::RefCell::new(ShiftScratch::default());
+}
+
 /// Buffers for estimating shifts, reused across frames (one per thread).
 #[derive(Debug, Default, Clone)]
 pub struct ShiftScratch {
@@ -335,21 +345,25 @@ impl RigidRegistration {
         }
     }
 
-    /// Shifts of every frame, in parallel, two frames per FFT ([`Self::estimate_pair`]).
+    /// Shifts of every frame, in parallel, two frames per FFT ([`Self::estimate_pair`]). Each
+    /// thread keeps its buffers between calls ([`SHIFT_SCRATCH`]).
     pub fn estimate_all(&self, frames: ArrayView3<f32>) -> Vec<FrameShift> {
         let n = frames.len_of(Axis(0));
         let pairs: Vec<usize> = (0..n).step_by(2).collect();
         let per_pair: Vec<Vec<FrameShift>> = pairs
             .par_iter()
-            .map_init(ShiftScratch::default, |scratch, &t| {
-                let a = frames.index_axis(Axis(0), t);
-                if t + 1 < n {
-                    let (sa, sb) =
-                        self.estimate_pair(a, frames.index_axis(Axis(0), t + 1), scratch);
-                    vec![sa, sb]
-                } else {
-                    vec![self.estimate_pair(a, a, scratch).0]
-                }
+            .map(|&t| {
+                SHIFT_SCRATCH.with(|scratch| {
+                    let scratch = &mut scratch.borrow_mut();
+                    let a = frames.index_axis(Axis(0), t);
+                    if t + 1 < n {
+                        let (sa, sb) =
+                            self.estimate_pair(a, frames.index_axis(Axis(0), t + 1), scratch);
+                        vec![sa, sb]
+                    } else {
+                        vec![self.estimate_pair(a, a, scratch).0]
+                    }
+                })
             })
             .collect();
         per_pair.into_iter().flatten().collect()
