@@ -531,8 +531,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `, largest shift ... px` for the summary line of a run with `--register`; warns (on stderr) of
-/// frames whose shift hit the limit.
+/// `, registered: largest shift ... px` for the summary line of a run with `--register`; warns (on
+/// stderr) of frames whose shift hit the limit.
 fn registration_summary(shifts: &[FrameShift], n_clipped: usize, limit: f64) -> String {
     let max = shifts
         .iter()

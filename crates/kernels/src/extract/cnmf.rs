@@ -16,7 +16,7 @@
 // The HALS updates index several arrays by the same component or pixel, as the formulas do.
 #![allow(clippy::needless_range_loop)]
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -589,22 +589,14 @@ pub(super) fn background_footprints_pass(
                 // As `BackgroundStats::add` sums into zeros.
                 yf.fill(0.0);
                 add_row_products(row, &f_rows, yf.iter_mut());
-                for j in 0..rank {
-                    let fjj = ff[[j, j]];
-                    if fjj <= 0.0 {
-                        continue;
-                    }
-                    let mut e = yf[j];
-                    for &(k, idx) in &shapes.by_pixel[p] {
-                        e -= shapes.values[k as usize][idx as usize] * cf[[k as usize, j]];
-                    }
-                    let mut s = 0.0;
-                    for i in 0..rank {
-                        s += bp[i] * ff[[i, j]];
-                    }
-                    e -= s;
-                    bp[j] = (bp[j] + e / fjj).max(0.0);
-                }
+                update_pixel_footprint(
+                    bp.view_mut(),
+                    ArrayView1::from(&yf[..]),
+                    p,
+                    shapes,
+                    &cf,
+                    &ff,
+                );
                 for j in 0..rank {
                     let wp = bp[j];
                     if wp != 0.0 {
@@ -673,30 +665,41 @@ impl BackgroundStats {
 
     /// `b_j <- max(0, b_j + (Y f_j^T - A C f_j^T - B F f_j^T) / f_j f_j^T)`, j in order.
     pub(super) fn update_footprints(&self, shapes: &Shapes, b: &mut Array2<f32>) {
-        let (p_count, rank) = b.dim();
-        for j in 0..rank {
-            let ff = self.ff[[j, j]];
-            if ff <= 0.0 {
-                continue;
-            }
-            let mut e: Array1<f32> = self.yf.column(j).to_owned();
-            for k in 0..shapes.masks.len() {
-                let cf = self.cf[[k, j]];
-                for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
-                    e[p as usize] -= a * cf;
-                }
-            }
-            for p in 0..p_count {
-                let mut s = 0.0;
-                for i in 0..rank {
-                    s += b[[p, i]] * self.ff[[i, j]];
-                }
-                e[p] -= s;
-            }
-            for p in 0..p_count {
-                b[[p, j]] = (b[[p, j]] + e[p] / ff).max(0.0);
-            }
+        for (p, bp) in b.outer_iter_mut().enumerate() {
+            update_pixel_footprint(bp, self.yf.row(p), p, shapes, &self.cf, &self.ff);
         }
+    }
+}
+
+/// The HALS update of pixel `p`'s row `bp` of the background footprints from that pixel's row `yf`
+/// of `Y F^T` and the global `C F^T`, `F F^T`:
+/// `b_j <- max(0, b_j + (yf_j - sum_k a_k (C F^T)_kj - sum_i b_i (F F^T)_ij) / (F F^T)_jj)`, j in
+/// order (a background component with `(F F^T)_jj <= 0` is left as it is). Each pixel's row depends
+/// on no other pixel's, so the update runs pixel by pixel.
+fn update_pixel_footprint(
+    mut bp: ArrayViewMut1<f32>,
+    yf: ArrayView1<f32>,
+    p: usize,
+    shapes: &Shapes,
+    cf: &Array2<f32>,
+    ff: &Array2<f32>,
+) {
+    let rank = bp.len();
+    for j in 0..rank {
+        let fjj = ff[[j, j]];
+        if fjj <= 0.0 {
+            continue;
+        }
+        let mut e = yf[j];
+        for &(k, idx) in &shapes.by_pixel[p] {
+            e -= shapes.values[k as usize][idx as usize] * cf[[k as usize, j]];
+        }
+        let mut s = 0.0;
+        for i in 0..rank {
+            s += bp[i] * ff[[i, j]];
+        }
+        e -= s;
+        bp[j] = (bp[j] + e / fjj).max(0.0);
     }
 }
 
