@@ -1,9 +1,10 @@
 //! Reading a recording: a 3-D (t, y, x) Zarr v2 or v3 array of any integer or float type.
 
-use ndarray::{Array3, ArrayViewMut3, Ix3, Zip, s};
+use ndarray::{Array3, ArrayViewMut3, Axis, Ix3};
+use rayon::prelude::*;
 use serde_json::Value;
 use tessera_core::{Box3, Dtype, META_ATTRIBUTE, RecordingMeta, Shape3};
-use zarrs::array::{Array, ArraySubset, ElementOwned};
+use zarrs::array::{Array, ArrayBytes, ArraySubset, ElementOwned};
 use zarrs::metadata::ArrayMetadata;
 use zarrs::node::{NodePath, meta_key_v2_array, meta_key_v2_group, meta_key_v3};
 use zarrs::storage::{ReadableStorageTraits, ReadableWritableListableStorageTraits};
@@ -350,9 +351,10 @@ impl Recording {
         Ok(out)
     }
 
-    /// [`Self::read_box_f32`] into `out` (the box's shape), one chunk row of frames at a time:
-    /// the only temporary is one such slab in the stored type, not a second copy of the box.
-    pub fn read_box_f32_into(&self, b: &Box3, mut out: ArrayViewMut3<f32>) -> Result<(), IoError> {
+    /// [`Self::read_box_f32`] into `out` (the box's shape). The chunks the box touches are decoded
+    /// in parallel, each straight into its part of `out`: the only temporaries are one decoded
+    /// chunk per thread at a time, not a copy of the box in the stored type.
+    pub fn read_box_f32_into(&self, b: &Box3, out: ArrayViewMut3<f32>) -> Result<(), IoError> {
         let b = Box3::within(&self.shape, b.t.clone(), b.y.clone(), b.x.clone())?;
         if out.shape() != b.shape() {
             return Err(IoError::Invalid(format!(
@@ -361,39 +363,176 @@ impl Recording {
                 out.shape()
             )));
         }
-        let ct = self.chunks()[0].max(1);
-        let mut t = b.t.start;
-        while t < b.t.end {
-            let end = ((t / ct + 1) * ct).min(b.t.end);
-            let slab = Box3 {
-                t: t..end,
-                y: b.y.clone(),
-                x: b.x.clone(),
+        if out.is_empty() {
+            return Ok(());
+        }
+        let pieces = self.chunk_pieces(&b, out)?;
+        macro_rules! conv {
+            ($t:ty) => {
+                pieces.into_par_iter().try_for_each(|piece| {
+                    self.decode_piece(piece, |bytes, row| {
+                        const N: usize = std::mem::size_of::<$t>();
+                        for (d, v) in row.iter_mut().zip(bytes.chunks_exact(N)) {
+                            let mut ne = [0u8; N];
+                            ne.copy_from_slice(v);
+                            *d = <$t>::from_ne_bytes(ne) as f32;
+                        }
+                    })
+                })
             };
-            let mut dst = out.slice_mut(s![
-                (t - b.t.start) as usize..(end - b.t.start) as usize,
-                ..,
-                ..
-            ]);
-            macro_rules! conv {
-                ($t:ty) => {{
-                    let a = self.read_box_as::<$t>(&slab)?;
-                    Zip::from(&mut dst).and(&a).for_each(|d, &v| *d = v as f32);
-                }};
+        }
+        match self.dtype {
+            Dtype::Uint8 => conv!(u8),
+            Dtype::Uint16 => conv!(u16),
+            Dtype::Uint32 => conv!(u32),
+            Dtype::Uint64 => conv!(u64),
+            Dtype::Int8 => conv!(i8),
+            Dtype::Int16 => conv!(i16),
+            Dtype::Int32 => conv!(i32),
+            Dtype::Int64 => conv!(i64),
+            Dtype::Float32 => conv!(f32),
+            Dtype::Float64 => conv!(f64),
+        }
+    }
+
+    /// Splits `out`, the array for box `b`, at the chunk boundaries that cross the box: one piece
+    /// per chunk the box touches, with the chunk's indices and the part of the chunk it holds.
+    fn chunk_pieces<'a>(
+        &self,
+        b: &Box3,
+        out: ArrayViewMut3<'a, f32>,
+    ) -> Result<Vec<ChunkPiece<'a>>, IoError> {
+        let ranges = b.ranges();
+        let invalid = |e: String| IoError::Read {
+            location: self.store.location().to_string(),
+            path: self.path.clone(),
+            what: format!("box {b}"),
+            reason: e,
+        };
+        let subset = ArraySubset::new_with_ranges(&ranges);
+        let chunks = self
+            .array
+            .chunks_in_array_subset(&subset)
+            .map_err(|e| invalid(e.to_string()))?
+            .ok_or_else(|| invalid("the chunk grid does not cover the box".into()))?;
+        let first = chunks.start().to_vec();
+        // Each axis's chunks as (chunk index, start and end within the box), read off the grid
+        // along that axis (the grid is rectilinear: an axis's boundaries do not depend on the
+        // other axes' indices).
+        let mut axes: Vec<Vec<(u64, usize, usize)>> = Vec::with_capacity(3);
+        for axis in 0..3 {
+            let mut spans = Vec::new();
+            for i in chunks.start()[axis]..chunks.end_exc()[axis] {
+                let mut idx = first.clone();
+                idx[axis] = i;
+                let c = self
+                    .array
+                    .chunk_subset(&idx)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let lo = c.start()[axis].max(ranges[axis].start);
+                let hi = (c.start()[axis] + c.shape()[axis]).min(ranges[axis].end);
+                if lo < hi {
+                    let base = ranges[axis].start;
+                    spans.push((i, (lo - base) as usize, (hi - base) as usize));
+                }
             }
-            match self.dtype {
-                Dtype::Uint8 => conv!(u8),
-                Dtype::Uint16 => conv!(u16),
-                Dtype::Uint32 => conv!(u32),
-                Dtype::Uint64 => conv!(u64),
-                Dtype::Int8 => conv!(i8),
-                Dtype::Int16 => conv!(i16),
-                Dtype::Int32 => conv!(i32),
-                Dtype::Int64 => conv!(i64),
-                Dtype::Float32 => conv!(f32),
-                Dtype::Float64 => conv!(f64),
+            axes.push(spans);
+        }
+        let mut pieces = Vec::new();
+        for (t_views, &(ti, t0, t1)) in split_along(out, Axis(0), &axes[0])
+            .into_iter()
+            .zip(&axes[0])
+        {
+            for (y_views, &(yi, y0, y1)) in split_along(t_views, Axis(1), &axes[1])
+                .into_iter()
+                .zip(&axes[1])
+            {
+                for (view, &(xi, x0, x1)) in split_along(y_views, Axis(2), &axes[2])
+                    .into_iter()
+                    .zip(&axes[2])
+                {
+                    let idx = vec![ti, yi, xi];
+                    let chunk = self
+                        .array
+                        .chunk_subset(&idx)
+                        .map_err(|e| invalid(e.to_string()))?;
+                    let within = [(t0, t1), (y0, y1), (x0, x1)]
+                        .iter()
+                        .zip(&ranges)
+                        .zip(chunk.start())
+                        .map(|((&(lo, hi), r), &c0)| {
+                            (r.start + lo as u64 - c0)..(r.start + hi as u64 - c0)
+                        })
+                        .collect::<Vec<_>>();
+                    let whole = within
+                        .iter()
+                        .zip(chunk.shape())
+                        .all(|(r, &n)| r.start == 0 && r.end == n);
+                    pieces.push(ChunkPiece {
+                        chunk: idx,
+                        within: ArraySubset::new_with_ranges(&within),
+                        whole,
+                        out: view,
+                    });
+                }
             }
-            t = end;
+        }
+        Ok(pieces)
+    }
+
+    /// Decodes one piece of a box and writes it into the piece's part of the output, a row of x
+    /// at a time: `row(bytes, out)` converts one row of decoded samples (native byte order, as
+    /// the codec chain hands them over) into `out`.
+    fn decode_piece(
+        &self,
+        piece: ChunkPiece<'_>,
+        row: impl Fn(&[u8], &mut [f32]),
+    ) -> Result<(), IoError> {
+        let ChunkPiece {
+            chunk,
+            within,
+            whole,
+            mut out,
+        } = piece;
+        let failed = |reason: String| IoError::Chunk {
+            location: self.store.location().to_string(),
+            path: self.path.clone(),
+            chunk: chunk.clone(),
+            key: self.array.chunk_key(&chunk).to_string(),
+            reason,
+        };
+        let decoded = if whole {
+            self.array.retrieve_chunk::<ArrayBytes<'static>>(&chunk)
+        } else {
+            self.array
+                .retrieve_chunk_subset::<ArrayBytes<'static>>(&chunk, &within)
+        };
+        let bytes = decoded
+            .map_err(|e| failed(e.to_string()))?
+            .into_fixed()
+            .map_err(|e| failed(e.to_string()))?;
+        let item = self.dtype.size();
+        let width = out.dim().2;
+        if bytes.len() != out.len() * item {
+            return Err(failed(format!(
+                "decoded {} bytes, expected {} samples of {item} bytes",
+                bytes.len(),
+                out.len()
+            )));
+        }
+        for (mut dst, src) in out
+            .rows_mut()
+            .into_iter()
+            .zip(bytes.chunks_exact(width * item))
+        {
+            match dst.as_slice_mut() {
+                Some(d) => row(src, d),
+                None => {
+                    let mut buf = vec![0.0; width];
+                    row(src, &mut buf);
+                    dst.assign(&ndarray::ArrayView1::from(&buf));
+                }
+            }
         }
         Ok(())
     }
@@ -424,4 +563,32 @@ impl Recording {
             reason,
         }
     }
+}
+
+/// One chunk's share of a box being read: the chunk's grid indices, the part of the chunk inside
+/// the box, and where that part goes.
+struct ChunkPiece<'a> {
+    chunk: Vec<u64>,
+    within: ArraySubset,
+    /// The box covers the whole chunk (decoded without a partial decoder).
+    whole: bool,
+    out: ArrayViewMut3<'a, f32>,
+}
+
+/// `view` cut along `axis` at the spans' boundaries (spans are consecutive and cover the axis).
+fn split_along<'a>(
+    view: ArrayViewMut3<'a, f32>,
+    axis: Axis,
+    spans: &[(u64, usize, usize)],
+) -> Vec<ArrayViewMut3<'a, f32>> {
+    let mut parts = Vec::with_capacity(spans.len());
+    let mut rest = view;
+    let mut at = 0;
+    for &(_, _, end) in spans {
+        let (head, tail) = rest.split_at(axis, end - at);
+        parts.push(head);
+        rest = tail;
+        at = end;
+    }
+    parts
 }

@@ -97,8 +97,15 @@ impl MovieReader {
                 local(&y, b.y.start),
                 local(&x, b.x.start)
             ]);
-            self.piece(i)?.read_box_f32_into(&inner, data.view_mut())?;
-            if let Some(((dt, dy, dx), v)) = data.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            let rec = self.piece(i)?;
+            rec.read_box_f32_into(&inner, data.view_mut())?;
+            // Every integer converts to a finite float32; only float pieces need the scan.
+            let non_finite = if rec.dtype().is_float() {
+                data.indexed_iter().find(|(_, v)| !v.is_finite())
+            } else {
+                None
+            };
+            if let Some(((dt, dy, dx), v)) = non_finite {
                 return Err(WorkerError::Data(format!(
                     "{} holds a non-finite value ({v}) at frame {}, pixel ({}, {}): the analysis needs finite data (crop or fill such pixels first)",
                     p.uri,

@@ -23,7 +23,7 @@ mod piecewise;
 pub use fft2::{Fft2, Fft2Scratch};
 pub use piecewise::{PiecewiseParams, PiecewiseRegistration, PiecewiseShift};
 
-use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex32;
 use serde::{Deserialize, Serialize};
@@ -654,9 +654,13 @@ pub fn build_template(
     }
     template /= members.len() as f32;
     // Refinement: register the sample, average the best-matching half of it, shifted into place.
+    let sample = if params.iterations > 0 {
+        frames.select(Axis(0), &picks)
+    } else {
+        Array3::zeros((0, h, w))
+    };
     for _ in 0..params.iterations {
         let reg = RigidRegistration::new(template.clone(), params.clone())?;
-        let sample = frames.select(Axis(0), &picks);
         let shifts = reg.estimate_all(sample.view());
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by(|&a, &b| shifts[b].peak.total_cmp(&shifts[a].peak).then(a.cmp(&b)));
