@@ -156,19 +156,8 @@ fn detection_images(movie: ArrayView3<f32>, params: &DetectParams) -> (Detection
         .into_par_iter()
         .enumerate()
         .for_each_init(
-            || {
-                (
-                    BandPass::new(r / 2.0, 2.0 * r),
-                    Array2::<f32>::zeros((h, w)),
-                )
-            },
-            |(bp, centred), (i, out)| {
-                ndarray::Zip::from(&mut *centred)
-                    .and(movie.index_axis(Axis(0), i))
-                    .and(&mean)
-                    .for_each(|c, &v, &m| *c = v - m);
-                bp.apply(centred.view(), out);
-            },
+            || BandPass::new(r / 2.0, 2.0 * r),
+            |bp, (i, out)| bp.apply_centred(movie.index_axis(Axis(0), i), Some(mean.view()), out),
         );
     let correlation = LocalCorrelation::from_movie(filtered.view()).image();
     let noise = noise_image(filtered.view(), PsdAverage::Mean);
@@ -206,14 +195,8 @@ fn high_passed(
         .into_par_iter()
         .enumerate()
         .for_each_init(
-            || (BandPass::new(0.0, 2.0 * r), Array2::<f32>::zeros((h, w))),
-            |(hp, centred), (i, out)| {
-                ndarray::Zip::from(&mut *centred)
-                    .and(movie.index_axis(Axis(0), i))
-                    .and(mean)
-                    .for_each(|c, &v, &m| *c = v - m);
-                hp.apply(centred.view(), out);
-            },
+            || BandPass::new(0.0, 2.0 * r),
+            |hp, (i, out)| hp.apply_centred(movie.index_axis(Axis(0), i), Some(mean.view()), out),
         );
     PixelMovie::from_frames(high.view())
 }

@@ -2,7 +2,7 @@
 //! exact for the small (cell-sized) Gaussian, a cascade of box filters for the large (background)
 //! one.
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 
 use crate::layout::transpose_into;
 
@@ -39,7 +39,7 @@ pub fn gaussian(img: ArrayView2<f32>, sigma: f64) -> Array2<f32> {
         return img.to_owned();
     }
     let mut out = Array2::<f32>::zeros(img.dim());
-    Scratch::default().convolve(img, &kernel(sigma), 1.0, out.view_mut());
+    Scratch::default().convolve(img, None, &kernel(sigma), 1.0, out.view_mut());
     out
 }
 
@@ -52,11 +52,19 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// `out += alpha * (g_y * (g_x * img))` for the 1-D kernel `k` (odd length), edges reflected.
-    fn convolve(&mut self, img: ArrayView2<f32>, k: &[f32], alpha: f32, out: ArrayViewMut2<f32>) {
+    /// `out += alpha * (g_y * (g_x * (img - offset)))` for the 1-D kernel `k` (odd length), edges
+    /// reflected; no offset is zero.
+    fn convolve(
+        &mut self,
+        img: ArrayView2<f32>,
+        offset: Option<ArrayView2<f32>>,
+        k: &[f32],
+        alpha: f32,
+        out: ArrayViewMut2<f32>,
+    ) {
         crate::vector::avx2(
             #[inline(always)]
-            || self.convolve_portable(img, k, alpha, out),
+            || self.convolve_portable(img, offset, k, alpha, out),
         )
     }
 
@@ -64,6 +72,7 @@ impl Scratch {
     fn convolve_portable(
         &mut self,
         img: ArrayView2<f32>,
+        offset: Option<ArrayView2<f32>>,
         k: &[f32],
         alpha: f32,
         mut out: ArrayViewMut2<f32>,
@@ -74,9 +83,15 @@ impl Scratch {
         self.rows.clear();
         self.rows.resize(h * w, 0.0);
         self.padded.resize(w + 2 * half, 0.0);
-        for (src, dst) in img.rows().into_iter().zip(self.rows.chunks_exact_mut(w)) {
-            for (i, p) in self.padded.iter_mut().enumerate() {
-                *p = src[reflect(i as isize - half as isize, w)];
+        for (y, dst) in self.rows.chunks_exact_mut(w.max(1)).enumerate() {
+            let (left, rest) = self.padded.split_at_mut(half);
+            let (middle, right) = rest.split_at_mut(w);
+            centred_row(img.row(y), offset.as_ref().map(|o| o.row(y)), middle);
+            for (i, p) in left.iter_mut().enumerate() {
+                *p = middle[reflect(i as isize - half as isize, w)];
+            }
+            for (i, p) in right.iter_mut().enumerate() {
+                *p = middle[reflect((w + i) as isize, w)];
             }
             for (j, &kv) in k.iter().enumerate() {
                 for (d, &p) in dst.iter_mut().zip(&self.padded[j..j + w]) {
@@ -96,6 +111,24 @@ impl Scratch {
             }
             for (d, &c) in dst.iter_mut().zip(&self.column) {
                 *d += alpha * c;
+            }
+        }
+    }
+}
+
+/// `dst = src - offset` (no offset: a copy), from contiguous rows where they are.
+#[inline(always)]
+fn centred_row(src: ArrayView1<f32>, offset: Option<ArrayView1<f32>>, dst: &mut [f32]) {
+    match (src.as_slice(), offset.as_ref().map(|o| o.as_slice())) {
+        (Some(s), None) => dst.copy_from_slice(s),
+        (Some(s), Some(Some(o))) => {
+            for ((d, &v), &m) in dst.iter_mut().zip(s).zip(o) {
+                *d = v - m;
+            }
+        }
+        _ => {
+            for (i, (d, &v)) in dst.iter_mut().zip(src.iter()).enumerate() {
+                *d = v - offset.as_ref().map_or(0.0, |o| o[i]);
             }
         }
     }
@@ -133,20 +166,23 @@ struct BoxScratch {
 }
 
 impl BoxScratch {
-    /// `out += alpha * B_{w_n} * ... * B_{w_1} * img`, each `B_w` the mean over a centred window
+    /// `out += alpha * B_{w_n} * ... * B_{w_1} * (img - offset)`, each `B_w` the mean over a centred window
     /// of `w` (odd) pixels along columns then along rows, edges reflected (as [`Scratch::convolve`])
     /// before every pass. Each pass is a running sum of whole rows (O(1) per pixel whatever the
     /// width, and vectorised across the row); rows are filtered as the columns of the transpose.
     fn convolve(
         &mut self,
         img: ArrayView2<f32>,
+        offset: Option<ArrayView2<f32>>,
         widths: &[usize],
         alpha: f32,
         mut out: ArrayViewMut2<f32>,
     ) {
         let (h, w) = img.dim();
-        self.a.clear();
-        self.a.extend(img.iter());
+        self.a.resize(h * w, 0.0);
+        for (y, dst) in self.a.chunks_exact_mut(w.max(1)).enumerate() {
+            centred_row(img.row(y), offset.as_ref().map(|o| o.row(y)), dst);
+        }
         self.b.resize(h * w, 0.0);
         self.down_columns(h, w, widths);
         transpose_into(&self.a, h, w, &mut self.b);
@@ -228,10 +264,22 @@ impl BandPass {
     }
 
     /// Writes the band-passed `img` into `out` (same shape).
-    pub fn apply(&mut self, img: ArrayView2<f32>, mut out: ArrayViewMut2<f32>) {
+    pub fn apply(&mut self, img: ArrayView2<f32>, out: ArrayViewMut2<f32>) {
+        self.apply_centred(img, None, out);
+    }
+
+    /// Writes the band-passed `img - offset` into `out` (all the same shape): [`Self::apply`] of
+    /// the difference, without making it.
+    pub fn apply_centred(
+        &mut self,
+        img: ArrayView2<f32>,
+        offset: Option<ArrayView2<f32>>,
+        mut out: ArrayViewMut2<f32>,
+    ) {
         out.fill(0.0);
-        self.scratch.convolve(img, &self.small, 1.0, out.view_mut());
-        self.boxes.convolve(img, &self.large, -1.0, out);
+        self.scratch
+            .convolve(img, offset, &self.small, 1.0, out.view_mut());
+        self.boxes.convolve(img, offset, &self.large, -1.0, out);
     }
 }
 
@@ -252,9 +300,31 @@ mod tests {
         let img = Array2::from_shape_fn((37, 53), |_| rng.normal() as f32 * 10.0 + 100.0);
         let k = kernel(3.0);
         let (mut wide, mut portable) = (Array2::zeros((37, 53)), Array2::zeros((37, 53)));
-        Scratch::default().convolve(img.view(), &k, 0.7, wide.view_mut());
-        Scratch::default().convolve_portable(img.view(), &k, 0.7, portable.view_mut());
+        Scratch::default().convolve(img.view(), None, &k, 0.7, wide.view_mut());
+        Scratch::default().convolve_portable(img.view(), None, &k, 0.7, portable.view_mut());
         assert_eq!(wide, portable);
+    }
+
+    /// Band-passing with an offset equals band-passing the difference made first, bit for bit
+    /// (contiguous and strided inputs, widths below the kernel's half width).
+    #[test]
+    fn the_centred_band_pass_equals_the_band_pass_of_the_difference() {
+        let mut rng = crate::rng::Rng::new(5, 0);
+        for (h, w) in [(37, 53), (9, 4), (1, 1)] {
+            let img = Array2::from_shape_fn((h, w), |_| rng.normal() as f32 * 10.0 + 100.0);
+            let mean = Array2::from_shape_fn((h, w), |_| rng.normal() as f32 + 100.0);
+            let diff = &img - &mean;
+            let mut bp = BandPass::new(2.5, 10.0);
+            let (mut want, mut got) = (Array2::zeros((h, w)), Array2::zeros((h, w)));
+            bp.apply(diff.view(), want.view_mut());
+            bp.apply_centred(img.view(), Some(mean.view()), got.view_mut());
+            assert_eq!(got, want, "{h}x{w}");
+            // Columns of a transposed (strided) view.
+            let (img_t, mean_t) = (img.t().to_owned(), mean.t().to_owned());
+            let mut strided = Array2::zeros((h, w));
+            bp.apply_centred(img_t.t(), Some(mean_t.t()), strided.view_mut());
+            assert_eq!(strided, want, "{h}x{w} strided");
+        }
     }
 
     /// The obvious implementation: every output pixel sums its reflected neighbours, row pass then
@@ -335,7 +405,7 @@ mod tests {
             let img = Array2::from_shape_fn((h, w), |_| rng.normal() as f32 * 10.0 + 3.0);
             let widths = box_widths(sigma, 3);
             let mut out = Array2::<f32>::from_elem((h, w), 1.0);
-            BoxScratch::default().convolve(img.view(), &widths, 2.0, out.view_mut());
+            BoxScratch::default().convolve(img.view(), None, &widths, 2.0, out.view_mut());
             let want = boxes_reference(img.view(), &widths);
             for (a, b) in out.iter().zip(&want) {
                 assert!((f64::from(*a) - (1.0 + 2.0 * b)).abs() < 1e-4, "{a} vs {b}");
