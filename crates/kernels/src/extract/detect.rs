@@ -149,19 +149,37 @@ fn detection_images(movie: ArrayView3<f32>, params: &DetectParams) -> (Detection
     let mean = movie
         .mean_axis(Axis(0))
         .unwrap_or_else(|| Array2::zeros((h, w)));
-    // Band-passed, mean-free movie for the seeding images (one filter and buffers per task).
+    // Band-passed, mean-free movie for the seeding images (one filter and buffers per task), and
+    // its maximum over frames, taken while each frame is in cache.
     let mut filtered = Array3::<f32>::zeros((t, h, w));
-    filtered
+    let peak = || Array2::from_elem((h, w), f32::NEG_INFINITY);
+    let max = filtered
         .axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
-        .for_each_init(
-            || BandPass::new(r / 2.0, 2.0 * r),
-            |bp, (i, out)| bp.apply_centred(movie.index_axis(Axis(0), i), Some(mean.view()), out),
-        );
+        .fold(
+            || (BandPass::new(r / 2.0, 2.0 * r), peak()),
+            |(mut bp, mut max), (i, mut out)| {
+                bp.apply_centred(
+                    movie.index_axis(Axis(0), i),
+                    Some(mean.view()),
+                    out.view_mut(),
+                );
+                ndarray::Zip::from(&mut max)
+                    .and(&out)
+                    .for_each(|m, &v| *m = m.max(v));
+                (bp, max)
+            },
+        )
+        .map(|(_, max)| max)
+        .reduce(peak, |mut a, b| {
+            ndarray::Zip::from(&mut a)
+                .and(&b)
+                .for_each(|m, &v| *m = m.max(v));
+            a
+        });
     let correlation = LocalCorrelation::from_movie(filtered.view()).image();
     let noise = noise_image(filtered.view(), PsdAverage::Mean);
-    let max = filtered.fold_axis(Axis(0), f32::NEG_INFINITY, |a, &b| a.max(b));
     let pnr = ndarray::Zip::from(&max)
         .and(&noise)
         .map_collect(|&m, &s| if s > 0.0 { m / s } else { 0.0 });
