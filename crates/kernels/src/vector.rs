@@ -30,6 +30,7 @@ pub(crate) fn avx2<R>(f: impl FnOnce() -> R) -> R {
 /// sequential chain of additions, which it may not reorder. The order is fixed, so the result is
 /// the same on every machine and thread count; it differs from the sequential sum only by
 /// rounding.
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     // `x - 0.0` is `x` for every float (the compiler drops the subtraction).
     dot_offset(a, 0.0, b)
@@ -38,7 +39,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `sum_i (a[i] - o) b[i]`, as [`dot`]: the offset is taken off each element before the product
 /// (not as `o sum b` afterwards, which would cancel catastrophically when `a` sits on a large
 /// baseline).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot_offset(a: &[f32], o: f32, b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);

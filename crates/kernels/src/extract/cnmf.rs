@@ -381,22 +381,25 @@ pub(super) fn temporal_sweeps(
         .map(|k| {
             let mut row = vec![0.0f32; t];
             let mut atb = vec![0.0f32; b.ncols()];
-            for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
-                if a == 0.0 {
-                    continue;
-                }
-                for (o, &v) in row.iter_mut().zip(y.row(p as usize)) {
-                    *o += a * v;
-                }
-                for (j, o) in atb.iter_mut().enumerate() {
-                    *o += a * b[[p as usize, j]];
-                }
-            }
-            for (j, &s) in atb.iter().enumerate() {
-                for (o, &fv) in row.iter_mut().zip(f.row(j)) {
-                    *o -= s * fv;
-                }
-            }
+            crate::vector::avx2(
+                #[inline(always)]
+                || {
+                    for (&p, &a) in shapes.masks[k].iter().zip(&shapes.values[k]) {
+                        if a == 0.0 {
+                            continue;
+                        }
+                        add_scaled(&mut row, a, y.row(p as usize));
+                        for (j, o) in atb.iter_mut().enumerate() {
+                            *o += a * b[[p as usize, j]];
+                        }
+                    }
+                    for (j, &s) in atb.iter().enumerate() {
+                        for (o, &fv) in row.iter_mut().zip(f.row(j)) {
+                            *o -= s * fv;
+                        }
+                    }
+                },
+            );
             row
         })
         .collect();
@@ -581,30 +584,35 @@ pub(super) fn background_footprints_pass(
         .into_par_iter()
         .enumerate()
         .map(|(bi, mut rows)| {
-            let mut acc = Array2::<f32>::zeros((rank, t));
+            let mut acc = vec![0.0f32; rank * t];
             let mut yf = vec![0.0f32; rank];
-            for (i, mut bp) in rows.outer_iter_mut().enumerate() {
-                let p = bi * WEIGHTED_SUM_BLOCK + i;
-                let row = y.row(p);
-                // As `BackgroundStats::add` sums into zeros.
-                yf.fill(0.0);
-                add_row_products(row, &f_rows, yf.iter_mut());
-                update_pixel_footprint(
-                    bp.view_mut(),
-                    ArrayView1::from(&yf[..]),
-                    p,
-                    shapes,
-                    &cf,
-                    &ff,
-                );
-                for j in 0..rank {
-                    let wp = bp[j];
-                    if wp != 0.0 {
-                        acc.row_mut(j).scaled_add(wp, &row);
+            crate::vector::avx2(
+                #[inline(always)]
+                || {
+                    for (i, mut bp) in rows.outer_iter_mut().enumerate() {
+                        let p = bi * WEIGHTED_SUM_BLOCK + i;
+                        let row = y.row(p);
+                        // As `BackgroundStats::add` sums into zeros.
+                        yf.fill(0.0);
+                        add_row_products(row, &f_rows, yf.iter_mut());
+                        update_pixel_footprint(
+                            bp.view_mut(),
+                            ArrayView1::from(&yf[..]),
+                            p,
+                            shapes,
+                            &cf,
+                            &ff,
+                        );
+                        for (j, acc_j) in acc.chunks_exact_mut(t.max(1)).enumerate() {
+                            let wp = bp[j];
+                            if wp != 0.0 {
+                                add_scaled(acc_j, wp, row);
+                            }
+                        }
                     }
-                }
-            }
-            acc
+                },
+            );
+            Array2::from_shape_vec((rank, t), acc).expect("rank x frames")
         })
         .collect();
     partial
@@ -612,8 +620,28 @@ pub(super) fn background_footprints_pass(
         .fold(Array2::<f32>::zeros((rank, t)), |acc, part| acc + part)
 }
 
+/// `acc += a * x`, the products and sums of ndarray's `scaled_add` (so, bit for bit, its result),
+/// over a slice where `x` is contiguous so that it vectorises (inlined into [`crate::vector::avx2`]
+/// callers, eight lanes).
+#[inline(always)]
+fn add_scaled(acc: &mut [f32], a: f32, x: ArrayView1<f32>) {
+    match x.as_slice() {
+        Some(x) => {
+            for (o, &v) in acc.iter_mut().zip(x) {
+                *o += a * v;
+            }
+        }
+        None => {
+            for (o, &v) in acc.iter_mut().zip(x.iter()) {
+                *o += a * v;
+            }
+        }
+    }
+}
+
 /// `out[j] += row . f_rows[j]` for each background component j (the row is copied first when it is
 /// not contiguous).
+#[inline(always)]
 fn add_row_products<'a>(
     row: ArrayView1<f32>,
     f_rows: &[Vec<f32>],
@@ -713,16 +741,21 @@ fn weighted_row_sums(y: ArrayView2<f32>, w: ArrayView2<f32>) -> Array2<f32> {
     let partial: Vec<Array2<f32>> = (0..y.nrows().div_ceil(BLOCK))
         .into_par_iter()
         .map(|b| {
-            let mut acc = Array2::<f32>::zeros((k, t));
-            for p in b * BLOCK..((b + 1) * BLOCK).min(y.nrows()) {
-                for j in 0..k {
-                    let wp = w[[p, j]];
-                    if wp != 0.0 {
-                        acc.row_mut(j).scaled_add(wp, &y.row(p));
+            let mut acc = vec![0.0f32; k * t];
+            crate::vector::avx2(
+                #[inline(always)]
+                || {
+                    for p in b * BLOCK..((b + 1) * BLOCK).min(y.nrows()) {
+                        for (j, acc_j) in acc.chunks_exact_mut(t.max(1)).enumerate() {
+                            let wp = w[[p, j]];
+                            if wp != 0.0 {
+                                add_scaled(acc_j, wp, y.row(p));
+                            }
+                        }
                     }
-                }
-            }
-            acc
+                },
+            );
+            Array2::from_shape_vec((k, t), acc).expect("columns x frames")
         })
         .collect();
     partial
