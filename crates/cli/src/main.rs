@@ -116,6 +116,30 @@ fn default_sigpipe() {}
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_blocks_to_the_system() {}
 
+/// For a command that holds the whole movie in memory (its resident size is the movie's, not a
+/// budget's): serves blocks up to `largest` bytes (a decoded storage chunk and its compressed
+/// bytes) from glibc's heaps instead of fresh mmaps, so their pages are reused from chunk to chunk
+/// instead of faulted in again for each (the 1 MiB threshold of
+/// [`return_large_blocks_to_the_system`] sends every chunk over 1 MiB to the system and back). A
+/// heap keeps at most the trim threshold of freed memory per thread.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub(crate) fn keep_chunk_buffers(largest: usize) {
+    // glibc caps the threshold at 32 MiB (half its heap size).
+    let threshold = largest.saturating_add(1 << 16).clamp(1 << 20, 32 << 20);
+    // SAFETY: mallopt only changes allocator tuning; glibc serialises it with allocation.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold as libc::c_int);
+        libc::mallopt(
+            libc::M_TRIM_THRESHOLD,
+            (4 * threshold).max(8 << 20) as libc::c_int,
+        );
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn keep_chunk_buffers(_largest: usize) {}
+
 fn main() -> ExitCode {
     return_large_blocks_to_the_system();
     let cli = Cli::parse();
