@@ -7,7 +7,8 @@
 # (256x256 px, 3000 frames, seed 1) and the real neurofinder.01.01 clip (../shared/data), it runs
 #   - Suite2p's whole pipeline (TIFF -> binary, registration, detection, extraction,
 #     classification, spike deconvolution) on a TIFF export of the recording, and
-#   - tessera register + extract on the Zarr recording,
+#   - tessera on the Zarr recording: `extract --register` in one step (TESSERA_STEPS=two:
+#     `register`, then `extract` on its output),
 # each under /usr/bin/time -v (CPU = user + sys, wall), then scores both with `tessera evaluate`.
 # The results land in OUT_DIR/<case>/ and OUT_DIR/results.json; OUT_DIR/table.md is the summary.
 #
@@ -21,8 +22,9 @@
 #   THREADS       threads each tool may use (default 2)
 #   CASES         cases to run (default "base low-snr small-cells dense large-motion neurofinder")
 #   FRAMES, SIZE  simulation length and edge (default 3000, 256)
-#   TESSERA_MAX_SHIFT  tessera register --max-shift (default: Suite2p's own limit, 10% of the
+#   TESSERA_MAX_SHIFT  tessera's --max-shift (default: Suite2p's own limit, 10% of the
 #                 shorter edge, so both tools search the same shifts; tessera's default is 15)
+#   TESSERA_STEPS one (default: `extract --register`) or two (`register`, then `extract`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -33,6 +35,8 @@ spec=${S2P_SPEC:-suite2p==1.1.0}
 bin=${TESSERA_BIN:-target/release/tessera}
 threads=${THREADS:-2}
 cases=${CASES:-base low-snr small-cells dense large-motion neurofinder}
+steps=${TESSERA_STEPS:-one}
+case $steps in one | two) ;; *) echo "TESSERA_STEPS must be one or two, not '$steps'" >&2; exit 2 ;; esac
 frames=${FRAMES:-3000}
 size=${SIZE:-256}
 nf=../shared/data/neurofinder.01.01
@@ -118,13 +122,24 @@ run_case() {
   "$py" "$helper" regions --plane "$plane" --cells "$d/suite2p-regions.json" \
     --all "$d/suite2p-regions-all.json"
 
-  # --- 6. tessera: register, then extract, each timed. Defaults (as quickstart.sh runs them),
-  #        except the search limit of the registration, set to Suite2p's.
+  # --- 6. tessera, timed: `extract --register` (one step), or `register` then `extract` (two,
+  #        each timed). Defaults (as quickstart.sh runs them), except the search limit of the
+  #        registration, set to Suite2p's. The registration's shifts land in $registered.
   local max_shift=${TESSERA_MAX_SHIFT:-$("$py" "$helper" maxshift --zarr "$rec")}
-  echo "== $c: tessera register (--max-shift $max_shift) + extract"
-  timed "$d/time-tessera-register.txt" "$bin" register "$rec" --out "$d/registered.zarr" \
-    --max-shift "$max_shift" --overwrite
-  timed "$d/time-tessera-extract.txt" "$bin" extract "$d/registered.zarr" --out "$d/rois.zarr" --overwrite
+  local registered
+  rm -f "$d/time-tessera-register.txt" "$d/time-tessera-register.log"
+  if [ "$steps" = one ]; then
+    echo "== $c: tessera extract --register (--max-shift $max_shift)"
+    timed "$d/time-tessera-extract.txt" "$bin" extract "$rec" --register --max-shift "$max_shift" \
+      --out "$d/rois.zarr" --overwrite
+    registered=$d/rois.zarr
+  else
+    echo "== $c: tessera register (--max-shift $max_shift) + extract"
+    timed "$d/time-tessera-register.txt" "$bin" register "$rec" --out "$d/registered.zarr" \
+      --max-shift "$max_shift" --overwrite
+    timed "$d/time-tessera-extract.txt" "$bin" extract "$d/registered.zarr" --out "$d/rois.zarr" --overwrite
+    registered=$d/registered.zarr
+  fi
   grep -h "registered\|cells\|components" "$d"/time-tessera-*.log || true
 
   # --- 7. Scores against the ground truth as it is stored (the simulation's reference frame,
@@ -142,7 +157,7 @@ run_case() {
   if [ "$c" != neurofinder ]; then
     "$py" "$helper" offset --tool suite2p --sim "$rec" --registration "$plane" \
       --out "$d/truth-suite2p-frame.json" --info "$d/offset-suite2p.json"
-    "$py" "$helper" offset --tool tessera --sim "$rec" --registration "$d/registered.zarr" \
+    "$py" "$helper" offset --tool tessera --sim "$rec" --registration "$registered" \
       --out "$d/truth-tessera-frame.json" --info "$d/offset-tessera.json"
     "$bin" evaluate --truth "$d/truth-suite2p-frame.json" --estimate "$d/suite2p-regions.json" \
       --json > "$d/score-suite2p-aligned.json"

@@ -305,14 +305,19 @@ def cmd_report(a):
                         "plane_times_s": s2p["plane_times_s"], **_time_v(d / "time-suite2p.txt"),
                         "raw": _scores(d / "score-suite2p.json"),
                         "all_rois_raw": _scores(d / "score-suite2p-all.json")}
-        reg, ext = _time_v(d / "time-tessera-register.txt"), _time_v(d / "time-tessera-extract.txt")
-        r["tessera"] = {"register": reg, "extract": ext,
-                        "cpu_s": reg["cpu_s"] + ext["cpu_s"], "wall_s": reg["wall_s"] + ext["wall_s"],
-                        "peak_rss_mb": max(reg["peak_rss_mb"], ext["peak_rss_mb"]),
+        # One step (`extract --register`) leaves no register timing; two steps sum both.
+        two = (d / "time-tessera-register.txt").exists()
+        ext = _time_v(d / "time-tessera-extract.txt")
+        reg = _time_v(d / "time-tessera-register.txt") if two else None
+        steps = [reg, ext] if two else [ext]
+        logs = ["time-tessera-register.log", "time-tessera-extract.log"] if two else ["time-tessera-extract.log"]
+        r["tessera"] = {"steps": "register, extract" if two else "extract --register",
+                        "register": reg, "extract": ext,
+                        "cpu_s": sum(x["cpu_s"] for x in steps), "wall_s": sum(x["wall_s"] for x in steps),
+                        "peak_rss_mb": max(x["peak_rss_mb"] for x in steps),
                         "raw": _scores(d / "score-tessera.json"),
-                        "summary": [ln for ln in (d / "time-tessera-register.log").read_text()
-                                    .splitlines() + (d / "time-tessera-extract.log").read_text()
-                                    .splitlines() if ln.startswith(("registered", "extracted"))]}
+                        "summary": [ln for name in logs for ln in (d / name).read_text().splitlines()
+                                    if ln.startswith(("registered", "extracted"))]}
         for tool in ("suite2p", "tessera"):
             if (d / f"score-{tool}-aligned.json").exists():
                 r[tool]["aligned"] = _scores(d / f"score-{tool}-aligned.json")
