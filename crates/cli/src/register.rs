@@ -171,6 +171,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         template_frames: args.template_frames,
         ..RigidParams::default()
     };
+    // Registration streams chunk rows of frames (no budget to keep): decode buffers may stay in
+    // the heap.
+    let [ct, cy, cx] = rec.chunks();
+    crate::keep_chunk_buffers(2 * (ct * cy * cx) as usize * rec.dtype().size());
     let started = std::time::Instant::now();
     let reader = tessera_worker::MovieReader::open(&crate::transform::whole(&rec, &args.io.uri))?;
     let sample = tessera_worker::template_sample(&reader, params.template_frames)?;
