@@ -285,9 +285,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if !tiled {
         // The whole movie is held in memory: decode buffers may stay in the heap.
-        let [ct, cy, cx] = rec.chunks();
-        let chunk_bytes = (ct * cy * cx) as usize * rec.dtype().size();
-        crate::keep_chunk_buffers(2 * chunk_bytes);
+        crate::keep_chunk_buffers(&rec);
     }
     let output = args.io.create_output()?;
     let reader = tessera_worker::MovieReader::open(&crate::transform::whole(&rec, &args.io.uri))?;

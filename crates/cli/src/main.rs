@@ -116,17 +116,22 @@ fn default_sigpipe() {}
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn return_large_blocks_to_the_system() {}
 
-/// For a command that holds the whole movie in memory (its resident size is the movie's, not a
-/// budget's): serves blocks up to `largest` bytes (a decoded storage chunk and its compressed
-/// bytes) from glibc's heaps instead of fresh mmaps, so their pages are reused from chunk to chunk
-/// instead of faulted in again for each (the 1 MiB threshold of
+/// For a command without a memory budget (`extract` holding the whole movie, `register`
+/// streaming chunk rows): serves blocks up to two of `rec`'s decoded storage chunks (a chunk and
+/// its compressed bytes) from glibc's heaps instead of fresh mmaps, so their pages are reused from
+/// chunk to chunk instead of faulted in again for each (the 1 MiB threshold of
 /// [`return_large_blocks_to_the_system`] sends every chunk over 1 MiB to the system and back). A
 /// heap keeps at most the trim threshold of freed memory per thread.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
-pub(crate) fn keep_chunk_buffers(largest: usize) {
+pub(crate) fn keep_chunk_buffers(rec: &tessera_io::Recording) {
+    let [ct, cy, cx] = rec.chunks();
+    let chunk = ct.saturating_mul(cy).saturating_mul(cx) as usize * rec.dtype().size();
     // glibc caps the threshold at 32 MiB (half its heap size).
-    let threshold = largest.saturating_add(1 << 16).clamp(1 << 20, 32 << 20);
+    let threshold = chunk
+        .saturating_mul(2)
+        .saturating_add(1 << 16)
+        .clamp(1 << 20, 32 << 20);
     // SAFETY: mallopt only changes allocator tuning; glibc serialises it with allocation.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, threshold as libc::c_int);
@@ -138,7 +143,7 @@ pub(crate) fn keep_chunk_buffers(largest: usize) {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn keep_chunk_buffers(_largest: usize) {}
+pub(crate) fn keep_chunk_buffers(_rec: &tessera_io::Recording) {}
 
 fn main() -> ExitCode {
     return_large_blocks_to_the_system();

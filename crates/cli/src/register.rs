@@ -173,8 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // Registration streams chunk rows of frames (no budget to keep): decode buffers may stay in
     // the heap.
-    let [ct, cy, cx] = rec.chunks();
-    crate::keep_chunk_buffers(2 * (ct * cy * cx) as usize * rec.dtype().size());
+    crate::keep_chunk_buffers(&rec);
     let started = std::time::Instant::now();
     let reader = tessera_worker::MovieReader::open(&crate::transform::whole(&rec, &args.io.uri))?;
     let sample = tessera_worker::template_sample(&reader, params.template_frames)?;

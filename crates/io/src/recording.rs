@@ -416,10 +416,9 @@ impl Recording {
             .map_err(|e| invalid(e.to_string()))?
             .ok_or_else(|| invalid("the chunk grid does not cover the box".into()))?;
         let first = chunks.start().to_vec();
-        // Each axis's chunks as (chunk index, start and end within the box), read off the grid
-        // along that axis (the grid is rectilinear: an axis's boundaries do not depend on the
-        // other axes' indices).
-        let mut axes: Vec<Vec<(u64, usize, usize)>> = Vec::with_capacity(3);
+        // Each axis's chunks, read off the grid along that axis (the grid is rectilinear: an
+        // axis's boundaries do not depend on the other axes' indices).
+        let mut axes: Vec<Vec<AxisSpan>> = Vec::with_capacity(3);
         for axis in 0..3 {
             let mut spans = Vec::new();
             for i in chunks.start()[axis]..chunks.end_exc()[axis] {
@@ -429,49 +428,42 @@ impl Recording {
                     .array
                     .chunk_subset(&idx)
                     .map_err(|e| invalid(e.to_string()))?;
-                let lo = c.start()[axis].max(ranges[axis].start);
-                let hi = (c.start()[axis] + c.shape()[axis]).min(ranges[axis].end);
+                let (c0, cn) = (c.start()[axis], c.shape()[axis]);
+                let lo = c0.max(ranges[axis].start);
+                let hi = (c0 + cn).min(ranges[axis].end);
                 if lo < hi {
                     let base = ranges[axis].start;
-                    spans.push((i, (lo - base) as usize, (hi - base) as usize));
+                    spans.push(AxisSpan {
+                        chunk: i,
+                        end: (hi - base) as usize,
+                        within: lo - c0..hi - c0,
+                        whole: lo == c0 && hi == c0 + cn,
+                    });
                 }
             }
             axes.push(spans);
         }
         let mut pieces = Vec::new();
-        for (t_views, &(ti, t0, t1)) in split_along(out, Axis(0), &axes[0])
+        for (t_views, t) in split_along(out, Axis(0), &axes[0])
             .into_iter()
             .zip(&axes[0])
         {
-            for (y_views, &(yi, y0, y1)) in split_along(t_views, Axis(1), &axes[1])
+            for (y_views, y) in split_along(t_views, Axis(1), &axes[1])
                 .into_iter()
                 .zip(&axes[1])
             {
-                for (view, &(xi, x0, x1)) in split_along(y_views, Axis(2), &axes[2])
+                for (view, x) in split_along(y_views, Axis(2), &axes[2])
                     .into_iter()
                     .zip(&axes[2])
                 {
-                    let idx = vec![ti, yi, xi];
-                    let chunk = self
-                        .array
-                        .chunk_subset(&idx)
-                        .map_err(|e| invalid(e.to_string()))?;
-                    let within = [(t0, t1), (y0, y1), (x0, x1)]
-                        .iter()
-                        .zip(&ranges)
-                        .zip(chunk.start())
-                        .map(|((&(lo, hi), r), &c0)| {
-                            (r.start + lo as u64 - c0)..(r.start + hi as u64 - c0)
-                        })
-                        .collect::<Vec<_>>();
-                    let whole = within
-                        .iter()
-                        .zip(chunk.shape())
-                        .all(|(r, &n)| r.start == 0 && r.end == n);
                     pieces.push(ChunkPiece {
-                        chunk: idx,
-                        within: ArraySubset::new_with_ranges(&within),
-                        whole,
+                        chunk: vec![t.chunk, y.chunk, x.chunk],
+                        within: ArraySubset::new_with_ranges(&[
+                            t.within.clone(),
+                            y.within.clone(),
+                            x.within.clone(),
+                        ]),
+                        whole: t.whole && y.whole && x.whole,
                         out: view,
                     });
                 }
@@ -575,16 +567,28 @@ struct ChunkPiece<'a> {
     out: ArrayViewMut3<'a, f32>,
 }
 
+/// One chunk of the grid along one axis of a box being read.
+struct AxisSpan {
+    /// The chunk's index along the axis.
+    chunk: u64,
+    /// Where the chunk's part ends in the box (it starts where the previous one ended).
+    end: usize,
+    /// The part of the chunk inside the box, in the chunk's own coordinates.
+    within: std::ops::Range<u64>,
+    /// The box covers the chunk along this axis.
+    whole: bool,
+}
+
 /// `view` cut along `axis` at the spans' boundaries (spans are consecutive and cover the axis).
 fn split_along<'a>(
     view: ArrayViewMut3<'a, f32>,
     axis: Axis,
-    spans: &[(u64, usize, usize)],
+    spans: &[AxisSpan],
 ) -> Vec<ArrayViewMut3<'a, f32>> {
     let mut parts = Vec::with_capacity(spans.len());
     let mut rest = view;
     let mut at = 0;
-    for &(_, _, end) in spans {
+    for &AxisSpan { end, .. } in spans {
         let (head, tail) = rest.split_at(axis, end - at);
         parts.push(head);
         rest = tail;
